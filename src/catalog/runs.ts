@@ -1,0 +1,97 @@
+import { hostname } from 'node:os'
+import { type Kysely, sql } from 'kysely'
+
+export type RunOutcome = 'running' | 'done' | 'partial' | 'failed' | 'interrupted'
+
+export interface RunCounts {
+  inserted: number
+  updated: number
+  deleted: number
+  batches: number
+}
+
+/** One row of the run history. */
+export interface RunRecord extends RunCounts {
+  id: number
+  view: string
+  startedAt: Date
+  finishedAt: Date | null
+  outcome: RunOutcome
+  error: string | null
+  host: string | null
+  pid: number | null
+}
+
+/** Records that a run started, so `status` shows it while it runs; returns its id. */
+export async function startRun(db: Kysely<any>, schema: string, view: string): Promise<number> {
+  const { rows } = await sql<{ id: string }>`
+    INSERT INTO ${sql.id(schema)}.runs (view, host, pid)
+    VALUES (${view}, ${hostname()}, ${process.pid})
+    RETURNING id
+  `.execute(db)
+  return Number(rows[0]!.id)
+}
+
+export async function finishRun(
+  db: Kysely<any>,
+  schema: string,
+  id: number,
+  outcome: RunOutcome,
+  counts: RunCounts,
+  error?: string,
+): Promise<void> {
+  await sql`
+    UPDATE ${sql.id(schema)}.runs
+    SET finished_at = clock_timestamp(), outcome = ${outcome},
+        rows_inserted = ${counts.inserted}, rows_updated = ${counts.updated},
+        rows_deleted = ${counts.deleted}, batches = ${counts.batches}, error = ${error ?? null}
+    WHERE id = ${id}
+  `.execute(db)
+}
+
+/** The newest run of each named view. */
+export async function lastRuns(
+  db: Kysely<any>,
+  schema: string,
+  views: string[],
+): Promise<Map<string, RunRecord>> {
+  if (views.length === 0) return new Map()
+  const { rows } = await sql<Record<string, unknown>>`
+    SELECT DISTINCT ON (view) *
+    FROM ${sql.id(schema)}.runs
+    WHERE view = ANY(${views})
+    ORDER BY view, started_at DESC, id DESC
+  `.execute(db)
+  return new Map(rows.map((row) => [String(row.view), toRunRecord(row)]))
+}
+
+/** The runs of one view, newest first. */
+export async function listRuns(
+  db: Kysely<any>,
+  schema: string,
+  view: string,
+  limit: number,
+): Promise<RunRecord[]> {
+  const { rows } = await sql<Record<string, unknown>>`
+    SELECT * FROM ${sql.id(schema)}.runs WHERE view = ${view}
+    ORDER BY started_at DESC, id DESC LIMIT ${limit}
+  `.execute(db)
+  return rows.map(toRunRecord)
+}
+
+function toRunRecord(row: Record<string, unknown>): RunRecord {
+  return {
+    id: Number(row.id),
+    view: String(row.view),
+    startedAt: new Date(row.started_at as string),
+    finishedAt: row.finished_at ? new Date(row.finished_at as string) : null,
+    outcome: row.outcome as RunOutcome,
+    inserted: Number(row.rows_inserted),
+    updated: Number(row.rows_updated),
+    deleted: Number(row.rows_deleted),
+    batches: Number(row.batches),
+    error: (row.error as string | null) ?? null,
+    host: (row.host as string | null) ?? null,
+    pid: row.pid === null || row.pid === undefined ? null : Number(row.pid),
+  }
+}

@@ -1,0 +1,106 @@
+import type { Command } from 'commander'
+import { createConsoleLogger } from '../../runner/logger.js'
+import type { UpdateSummary } from '../../runner/update.js'
+import { EXIT } from '../exit-codes.js'
+import { withMatview } from '../open-matview.js'
+import { collectList, type GlobalOptions, parseDurationFlag, parsePositiveInt } from '../options.js'
+import { formatSummary } from '../output/format.js'
+import { createProgressReporter } from '../output/progress.js'
+import { handleShutdownSignals } from '../signals.js'
+
+interface UpdateFlags extends GlobalOptions {
+  views?: string[]
+  models?: string[]
+  batchSize?: number
+  maxTime?: number
+  maxBatches?: number
+  dryRun?: boolean
+  wait?: boolean
+  json?: boolean
+}
+
+export function registerUpdate(program: Command): void {
+  program
+    .command('update')
+    .description('apply what changed to every view (or the named ones), in small batches')
+    .option(
+      '--views <names>',
+      'only these views (comma-separated, or repeat the flag)',
+      collectList,
+    )
+    .option('--models <names>', 'another name for --views, as in the Django package', collectList)
+    .option(
+      '--batch-size <n>',
+      'rows or keys per batch (default: the config, else 1000)',
+      parsePositiveInt('--batch-size'),
+    )
+    .option(
+      '--max-time <duration>',
+      'stop starting new batches after this long, e.g. 30s, 5m',
+      parseDurationFlag('--max-time'),
+    )
+    .option(
+      '--max-batches <n>',
+      'at most this many batches per view',
+      parsePositiveInt('--max-batches', Number.MAX_SAFE_INTEGER),
+    )
+    .option('--dry-run', 'print what each view needs, write nothing')
+    .option('--wait', 'wait for views another runner holds instead of skipping them')
+    .option('--json', 'print a machine-readable summary on stdout')
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 done (or stopped by --max-time/--max-batches with work left), 1 a view failed,
+2 usage or config error, 130/143 interrupted by SIGINT/SIGTERM.
+
+Examples:
+  $ matview update                           every view, until nothing is pending
+  $ matview update --views customer_totals --max-time 30s
+  $ matview update --dry-run                 what would be applied`,
+    )
+    .action(async (_flags: UpdateFlags, command: Command) => {
+      const flags = command.optsWithGlobals<UpdateFlags>()
+      const views = [...(flags.views ?? []), ...(flags.models ?? [])]
+      const live = !flags.json && process.stderr.isTTY === true
+      const reporter = createProgressReporter({
+        live,
+        write: (line) => !flags.json && console.log(line),
+      })
+      const logger = createConsoleLogger({ verbose: flags.verbose === true })
+      const shutdown = handleShutdownSignals((signal) =>
+        logger.warn(`${signal}: stopping after the current batch (send it again to exit at once)`),
+      )
+      try {
+        const summary = await withMatview(flags, (mv) =>
+          mv.update({
+            ...(views.length > 0 ? { views } : {}),
+            ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
+            ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
+            ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
+            dryRun: flags.dryRun === true,
+            wait: flags.wait === true,
+            signal: shutdown.signal,
+            logger,
+            onProgress: (event) => reporter.onProgress(event),
+          }),
+        )
+        reporter.stop()
+        if (flags.json) console.log(JSON.stringify(toJson(summary), null, 2))
+        else console.log(formatSummary(summary))
+        process.exitCode =
+          shutdown.exitCode() ??
+          (summary.views.some((v) => v.outcome === 'failed') ? EXIT.viewFailed : EXIT.ok)
+      } finally {
+        reporter.stop()
+        shutdown.dispose()
+      }
+    })
+}
+
+function toJson(summary: UpdateSummary) {
+  return {
+    durationMs: summary.durationMs,
+    ok: summary.views.every((v) => v.outcome !== 'failed'),
+    views: summary.views.map(({ cause: _cause, ...view }) => view),
+  }
+}

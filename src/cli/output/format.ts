@@ -1,0 +1,56 @@
+import type { RunRecord } from '../../catalog/runs.js'
+import { formatDuration } from '../../config/duration.js'
+import type { PendingWork } from '../../runner/kind-runner.js'
+import type { UpdateSummary, ViewResult } from '../../runner/update.js'
+
+export function formatCount(n: number): string {
+  return n.toLocaleString('en-US')
+}
+
+export function formatRows(r: {
+  inserted: number
+  updated: number
+  deleted: number
+  batches: number
+}): string {
+  return `+${formatCount(r.inserted)} ~${formatCount(r.updated)} -${formatCount(r.deleted)} in ${formatCount(r.batches)} batch${r.batches === 1 ? '' : 'es'}`
+}
+
+export function formatPending(p: PendingWork | null | undefined): string {
+  if (!p) return '?'
+  const parts = Object.entries(p.detail)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${formatCount(n)}`)
+  return parts.length === 0 ? '0' : `${formatCount(p.total)} (${parts.join(', ')})`
+}
+
+/** `customer_totals: done, +10 ~2 -1 in 3 batches, 120ms` */
+export function formatResult(r: ViewResult): string {
+  const head = `${r.view}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}`
+  if (r.outcome === 'skipped') return head
+  if (r.outcome === 'dry-run') return `${r.view}: would apply ${formatPending(r.pending)}`
+  const tail = r.outcome === 'failed' ? `: ${r.error}` : ''
+  const left = r.outcome === 'partial' && r.pending ? `, ${formatPending(r.pending)} left` : ''
+  return `${head}, ${formatRows(r)}, ${formatDuration(r.durationMs)}${left}${tail}`
+}
+
+/** `3 views in 1.2s: 2 done, 1 skipped` */
+export function formatSummary(summary: UpdateSummary): string {
+  const byOutcome = new Map<string, number>()
+  for (const r of summary.views) byOutcome.set(r.outcome, (byOutcome.get(r.outcome) ?? 0) + 1)
+  const parts = [...byOutcome].map(([outcome, n]) => `${n} ${outcome}`)
+  const n = summary.views.length
+  return `${n} view${n === 1 ? '' : 's'} in ${formatDuration(summary.durationMs)}${parts.length ? `: ${parts.join(', ')}` : ''}`
+}
+
+export function formatAgo(date: Date, now = new Date()): string {
+  return `${formatDuration(Math.max(0, now.getTime() - date.getTime()))} ago`
+}
+
+export function formatRun(run: RunRecord | null): string {
+  if (!run) return 'never'
+  const took = run.finishedAt
+    ? formatDuration(run.finishedAt.getTime() - run.startedAt.getTime())
+    : 'running'
+  return `${formatAgo(run.startedAt)}, ${took}, ${run.outcome}, ${formatRows(run)}`
+}

@@ -1,0 +1,35 @@
+import { Command } from 'commander'
+import { registerDemo } from './commands/demo.js'
+import { registerList } from './commands/list.js'
+import { registerStatus } from './commands/status.js'
+import { registerUpdate } from './commands/update.js'
+
+/** The `matview` command line, without running it (tests parse it directly). */
+export function createProgram(version: string): Command {
+  const program = new Command()
+    .name('matview')
+    .description(
+      'Keep materialized tables up to date in small batches, on PostgreSQL or embedded PGlite.',
+    )
+    .version(version, '--version', 'print the version')
+    .option(
+      '-c, --config <path>',
+      'config file (default: matview.config.ts or .config/matview.config.ts)',
+    )
+    .option(
+      '--database <url>',
+      'database URL; overrides MATVIEW_DATABASE_URL, DATABASE_URL and the config',
+    )
+    .option('--schema <name>', "matview's catalog schema (default: the config, else matview)")
+    .option('-v, --verbose', 'debug logs, and stack traces on errors')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureHelp({ showGlobalOptions: true })
+  registerUpdate(program)
+  registerStatus(program)
+  registerList(program)
+  registerDemo(program)
+  for (const command of program.commands)
+    command.exitOverride().showHelpAfterError('(run with --help for usage)')
+  return program
+}

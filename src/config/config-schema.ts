@@ -1,0 +1,127 @@
+import { Kysely } from 'kysely'
+import { z } from 'zod'
+import { isMaterializedViewClass } from '../views/handwritten.js'
+
+const HOOKS = [
+  'needsInsert',
+  'needsUpdate',
+  'needsDelete',
+  'doInsert',
+  'doUpdate',
+  'doDelete',
+] as const
+
+const viewName = z
+  .string({ error: 'must be a string' })
+  .trim()
+  .min(1, { error: 'must not be empty' })
+  .max(200, { error: 'must be at most 200 characters' })
+
+const handwrittenView = z
+  .object({
+    kind: z.literal('handwritten'),
+    name: viewName,
+    dependsOn: z.array(viewName).optional(),
+    ...Object.fromEntries(
+      HOOKS.map((hook) => [
+        hook,
+        z
+          .custom((value) => typeof value === 'function', { error: 'must be a function' })
+          .optional(),
+      ]),
+    ),
+  })
+  .superRefine((view, ctx) => {
+    const hooks = view as Record<string, unknown>
+    for (const [needs, apply] of [
+      ['needsInsert', 'doInsert'],
+      ['needsUpdate', 'doUpdate'],
+      ['needsDelete', 'doDelete'],
+    ] as const) {
+      if ((hooks[needs] === undefined) !== (hooks[apply] === undefined)) {
+        const [has, lacks] = hooks[needs] === undefined ? [apply, needs] : [needs, apply]
+        ctx.addIssue({
+          code: 'custom',
+          path: [lacks],
+          message: `is missing: a view with ${has} needs ${lacks} too`,
+        })
+      }
+    }
+    if (!HOOKS.some((hook) => hooks[hook] !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'has no hooks: give at least needsInsert and doInsert',
+      })
+    }
+  })
+
+const rawSql = z.custom<object>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { compile?: unknown }).compile === 'function',
+  { error: 'must be a query written with the sql`…` tag' },
+)
+
+const declarativeView = z.object({
+  kind: z.literal('declarative'),
+  name: viewName,
+  key: z
+    .array(z.string().min(1), { error: 'must be a list of column names' })
+    .min(1, { error: 'must name at least one column' }),
+  query: rawSql,
+  sources: z
+    .record(
+      z.string().min(1),
+      z.union([z.record(z.string().min(1), z.string().min(1)), rawSql], {
+        error:
+          'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
+      }),
+    )
+    .refine((sources) => Object.keys(sources).length > 0, {
+      error: 'must name at least one source table',
+    }),
+  indexes: z.array(z.array(z.string().min(1)).min(1)).optional(),
+})
+
+const view = z.union([
+  z.custom((value) => isMaterializedViewClass(value)),
+  z.discriminatedUnion('kind', [handwrittenView, declarativeView], {
+    error: 'must be a view from defineView(), defineHandwrittenView() or a MaterializedView class',
+  }),
+])
+
+/** The shape a config file must have; messages name the field. */
+export const configSchema = z
+  .object({
+    database: z
+      .union([z.string().trim().min(1), z.instanceof(Kysely)], {
+        error: 'must be a URL (postgres://…, pglite:memory, pglite:PATH) or a Kysely instance',
+      })
+      .optional(),
+    schema: z
+      .string({ error: 'must be a string' })
+      .trim()
+      .min(1, { error: 'must not be empty' })
+      .max(50, { error: 'must be at most 50 characters' })
+      .optional(),
+    batchSize: z
+      .number({ error: 'must be a number' })
+      .int({ error: 'must be a whole number' })
+      .min(1, { error: 'must be at least 1' })
+      .max(1_000_000, { error: 'must be at most 1000000' })
+      .optional(),
+    views: z
+      .union([z.array(view), z.record(z.string(), view)], { error: 'must be a list of views' })
+      .optional(),
+  })
+  .strict()
+
+/** `views.2.name: must not be empty` from zod's issues. */
+export function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.')
+  if (issue.code === 'unrecognized_keys') {
+    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, views`
+  }
+  return path ? `${path}: ${issue.message}` : issue.message
+}

@@ -1,0 +1,39 @@
+import type { Kysely } from 'kysely'
+import type { MaterializedViewClass } from '../views/handwritten.js'
+import type { ViewDefinition } from '../views/view-definition.js'
+
+/** What `matview.config.ts` exports. Every field is optional. */
+export interface MatviewConfig {
+  /**
+   * The database: `postgres://user@host:port/db`, `pglite:memory`, `pglite:PATH`, or a Kysely
+   * instance the application already has. `MATVIEW_DATABASE_URL`, then `DATABASE_URL`, override
+   * it, and `--database` overrides both.
+   * @defaultValue `pglite:.matview/pglite` (an embedded database in the working directory)
+   */
+  database?: string | Kysely<any>
+  /**
+   * The schema that holds matview's catalog (views, run history, change logs).
+   * @defaultValue `matview`
+   */
+  schema?: string
+  /**
+   * The most rows (hand-written views) or keys (declarative views) one batch handles.
+   * @defaultValue 1000
+   */
+  batchSize?: number
+  /** The views: definitions from `defineView`/`defineHandwrittenView`, or `MaterializedView` classes. */
+  views?:
+    | ReadonlyArray<ViewDefinition | MaterializedViewClass>
+    | Readonly<Record<string, ViewDefinition | MaterializedViewClass>>
+}
+
+/**
+ * Types a config file; returns its argument unchanged.
+ *
+ * @example
+ * // matview.config.ts
+ * export default defineConfig({ database: process.env.DATABASE_URL, views: [customerTotals] })
+ */
+export function defineConfig(config: MatviewConfig): MatviewConfig {
+  return config
+}

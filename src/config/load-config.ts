@@ -1,0 +1,56 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { loadConfig as loadWithC12 } from 'c12'
+import { ConfigError, errorMessage } from '../errors/matview-error.js'
+import { type ConfigOverrides, type ResolvedConfig, resolveConfig } from './resolve-config.js'
+
+export interface LoadConfigOptions extends Omit<ConfigOverrides, 'configFile'> {
+  /** Where to look for `matview.config.*` (and `.config/matview.*`). */
+  cwd?: string
+  /** An explicit config file (`--config PATH`); it must exist. */
+  configPath?: string
+}
+
+/**
+ * Finds and loads the config file with c12 (TypeScript through jiti, no build step), then
+ * resolves it. No file is fine: every field has a default or comes from env vars and flags.
+ */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<ResolvedConfig> {
+  const cwd = resolve(options.cwd ?? process.cwd())
+  let configFile: string | undefined
+  let config: unknown = {}
+  if (options.configPath !== undefined) {
+    const path = resolve(cwd, options.configPath)
+    if (!existsSync(path)) {
+      throw new ConfigError(`config file ${options.configPath} does not exist`, {
+        code: 'CONFIG_NOT_FOUND',
+      })
+    }
+    configFile = path
+  }
+  try {
+    const loaded = await loadWithC12({
+      name: 'matview',
+      cwd,
+      ...(configFile ? { configFile } : {}),
+      rcFile: false,
+      globalRc: false,
+      packageJson: false,
+      dotenv: false,
+      envName: false,
+      omit$Keys: true,
+    })
+    config = loaded.config
+    if (loaded.configFile && existsSync(loaded.configFile)) configFile = loaded.configFile
+  } catch (error) {
+    const file = configFile ?? 'matview.config.*'
+    throw new ConfigError(`config ${file} could not be loaded: ${firstLine(errorMessage(error))}`, {
+      cause: error,
+    })
+  }
+  return resolveConfig(config, { ...options, ...(configFile ? { configFile } : {}) })
+}
+
+function firstLine(text: string): string {
+  return text.split('\n')[0] ?? text
+}

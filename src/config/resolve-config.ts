@@ -1,0 +1,79 @@
+import { type DatabaseSpec, DEFAULT_PGLITE_DIR } from '../dialects/connect.js'
+import { ConfigError } from '../errors/matview-error.js'
+import { fromClass, isMaterializedViewClass } from '../views/handwritten.js'
+import type { ViewDefinition } from '../views/view-definition.js'
+import { configSchema, describeIssue } from './config-schema.js'
+import type { MatviewConfig } from './define-config.js'
+
+/** The config after the file, env vars, flags and defaults are merged and checked. */
+export interface ResolvedConfig {
+  database: DatabaseSpec
+  /** Where `database` came from, for messages: `--database`, an env var, the file, or the default. */
+  databaseFrom: string
+  schema: string
+  batchSize: number
+  views: ViewDefinition[]
+  /** The file it came from, if any. */
+  configFile?: string
+}
+
+/** What overrides the file: flags first, then env vars. */
+export interface ConfigOverrides {
+  database?: string
+  schema?: string
+  batchSize?: number
+  env?: Record<string, string | undefined>
+  configFile?: string
+}
+
+/**
+ * Checks a config object and applies overrides: flags win over env vars, env vars over the
+ * file, the file over defaults. Throws a {@link ConfigError} naming the first bad field.
+ */
+export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}): ResolvedConfig {
+  const where = overrides.configFile ? `config ${overrides.configFile}` : 'config'
+  const parsed = configSchema.safeParse(config ?? {})
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    throw new ConfigError(`${where}: ${describeIssue(issue)}`)
+  }
+  const file = config as MatviewConfig
+  const env = overrides.env ?? process.env
+
+  let database: DatabaseSpec = `pglite:${DEFAULT_PGLITE_DIR}`
+  let databaseFrom = 'default'
+  if (overrides.database) [database, databaseFrom] = [overrides.database, '--database']
+  else if (env.MATVIEW_DATABASE_URL)
+    [database, databaseFrom] = [env.MATVIEW_DATABASE_URL, 'MATVIEW_DATABASE_URL']
+  else if (env.DATABASE_URL) [database, databaseFrom] = [env.DATABASE_URL, 'DATABASE_URL']
+  else if (file.database) [database, databaseFrom] = [file.database, where]
+
+  const views = normalizeViews(file.views)
+  const seen = new Set<string>()
+  for (const view of views) {
+    if (seen.has(view.name)) {
+      throw new ConfigError(
+        `${where}: views: two views are named "${view.name}"; view names must be unique`,
+      )
+    }
+    seen.add(view.name)
+  }
+
+  const resolved: ResolvedConfig = {
+    database,
+    databaseFrom,
+    schema: overrides.schema ?? file.schema?.trim() ?? 'matview',
+    batchSize: overrides.batchSize ?? file.batchSize ?? 1000,
+    views,
+  }
+  if (overrides.configFile) resolved.configFile = overrides.configFile
+  return resolved
+}
+
+function normalizeViews(views: MatviewConfig['views']): ViewDefinition[] {
+  if (!views) return []
+  const list = Array.isArray(views) ? views : Object.values(views)
+  return list.map((view) =>
+    isMaterializedViewClass(view) ? fromClass(view) : (view as ViewDefinition),
+  )
+}

@@ -1,0 +1,128 @@
+import { resolve } from 'node:path'
+import { Kysely, PostgresDialect } from 'kysely'
+import pg from 'pg'
+import { ConfigError, ConnectionError, errorMessage } from '../errors/matview-error.js'
+import type { DialectAdapter } from './dialect-adapter.js'
+import { createPgliteAdapter } from './pglite.js'
+import { lockDataDirectory } from './pglite-file-lock.js'
+import { postgresAdapter } from './postgres.js'
+
+/** An open database: the Kysely instance, what it is, and how to close what matview opened. */
+export interface Database {
+  readonly db: Kysely<any>
+  readonly adapter: DialectAdapter
+  /** Where it is, without a password: for messages and `status`. */
+  readonly description: string
+  close(): Promise<void>
+}
+
+/** What `database` in the config may be. */
+export type DatabaseSpec = string | Kysely<any>
+
+/** The default when no database is configured anywhere: persistent, so the next run sees it. */
+export const DEFAULT_PGLITE_DIR = '.matview/pglite'
+
+/**
+ * Opens the database a spec names: `postgres://…`/`postgresql://…` (a `pg` pool),
+ * `pglite:memory`, `pglite:PATH`, or a Kysely instance the application owns (never closed here).
+ */
+export async function connect(
+  spec: DatabaseSpec,
+  options: { cwd?: string } = {},
+): Promise<Database> {
+  if (typeof spec !== 'string') {
+    return {
+      db: spec,
+      adapter: postgresAdapter,
+      description: 'the application’s Kysely instance',
+      close: async () => {},
+    }
+  }
+  if (/^postgres(ql)?:\/\//.test(spec)) return connectPostgres(spec)
+  if (spec.startsWith('pglite:')) {
+    const where = spec.slice('pglite:'.length)
+    if (where === '')
+      throw new ConfigError(
+        'database: "pglite:" needs "memory" or a directory, e.g. pglite:.matview/pglite',
+      )
+    return connectPglite(
+      where === 'memory' ? undefined : resolve(options.cwd ?? process.cwd(), where),
+    )
+  }
+  throw new ConfigError(
+    `database: "${redact(spec)}" is not a database URL; use postgres://user@host:port/db, pglite:memory or pglite:PATH`,
+  )
+}
+
+async function connectPostgres(url: string): Promise<Database> {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new ConfigError(`database: "${redact(url)}" is not a valid URL`)
+  }
+  const where = `${parsed.hostname || 'localhost'}:${parsed.port || '5432'}`
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    application_name: 'matview',
+  } as pg.PoolConfig)
+  // An idle client that loses its server emits 'error' on the pool; without a listener that
+  // would crash the process instead of failing the next query.
+  pool.on('error', () => {})
+  try {
+    const client = await pool.connect()
+    client.release()
+  } catch (error) {
+    await pool.end().catch(() => {})
+    throw new ConnectionError(`cannot connect to PostgreSQL at ${where}: ${errorMessage(error)}`, {
+      cause: error,
+    })
+  }
+  const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) })
+  return { db, adapter: postgresAdapter, description: redact(url), close: () => db.destroy() }
+}
+
+async function connectPglite(dataDir: string | undefined): Promise<Database> {
+  // Loaded on demand: the WASM build is large and PostgreSQL users never need it.
+  const [{ PGlite }, { PGliteDialect }] = await Promise.all([
+    import('@electric-sql/pglite'),
+    import('kysely-pglite-dialect'),
+  ])
+  const release = dataDir ? lockDataDirectory(dataDir) : () => {}
+  try {
+    const client = await PGlite.create(dataDir)
+    const db = new Kysely<any>({ dialect: new PGliteDialect(client) })
+    return {
+      db,
+      adapter: createPgliteAdapter(),
+      description: dataDir ? `pglite:${dataDir}` : 'pglite:memory',
+      close: async () => {
+        try {
+          await db.destroy()
+        } finally {
+          release()
+        }
+      },
+    }
+  } catch (error) {
+    release()
+    throw new ConnectionError(
+      `cannot open the embedded database ${dataDir ?? 'in memory'}: ${errorMessage(error)}`,
+      {
+        cause: error,
+      },
+    )
+  }
+}
+
+/** A URL with its password replaced, safe to print. */
+export function redact(url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password) parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return url
+  }
+}

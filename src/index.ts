@@ -1,0 +1,53 @@
+// The public API of matview: everything an application or a config file imports.
+export { sql } from 'kysely'
+export { CATALOG_VERSION } from './catalog/migrations.js'
+export type { RunCounts, RunOutcome, RunRecord } from './catalog/runs.js'
+export type { ViewState } from './catalog/view-rows.js'
+export { defineConfig, type MatviewConfig } from './config/define-config.js'
+export { type LoadConfigOptions, loadConfig } from './config/load-config.js'
+export {
+  type ConfigOverrides,
+  type ResolvedConfig,
+  resolveConfig,
+} from './config/resolve-config.js'
+export { connect, type Database, type DatabaseSpec } from './dialects/connect.js'
+export type { DialectAdapter, LockKey } from './dialects/dialect-adapter.js'
+export {
+  CatalogVersionError,
+  ConfigError,
+  ConnectionError,
+  DatabaseError,
+  type ErrorCode,
+  InterruptedError,
+  isMatviewError,
+  MatviewError,
+  UsageError,
+  ViewDefinitionError,
+  ViewRunError,
+} from './errors/matview-error.js'
+export { createMatview, Matview, status, update } from './matview.js'
+export type { PendingWork, StopReason } from './runner/kind-runner.js'
+export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'
+export type { ViewStatus } from './runner/status.js'
+export type {
+  ProgressEvent,
+  UpdateOptions,
+  UpdateSummary,
+  ViewOutcome,
+  ViewResult,
+} from './runner/update.js'
+export {
+  type DeclarativeView,
+  type DeclarativeViewInput,
+  defineView,
+  type SourceMapping,
+} from './views/declarative.js'
+export {
+  defineHandwrittenView,
+  type HandwrittenHooks,
+  type HandwrittenView,
+  type HandwrittenViewInput,
+  MaterializedView,
+} from './views/handwritten.js'
+export type { ViewContext } from './views/view-context.js'
+export type { ViewDefinition } from './views/view-definition.js'

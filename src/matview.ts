@@ -1,0 +1,101 @@
+import { ensureCatalog } from './catalog/ensure-catalog.js'
+import { listRuns, type RunRecord } from './catalog/runs.js'
+import type { MatviewConfig } from './config/define-config.js'
+import {
+  type ConfigOverrides,
+  type ResolvedConfig,
+  resolveConfig,
+} from './config/resolve-config.js'
+import { connect, type Database } from './dialects/connect.js'
+import { readStatus, type ViewStatus } from './runner/status.js'
+import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
+
+/**
+ * An open matview: the config, the database connection and a ready catalog. Reuse one for
+ * many `update()` calls (a worker, a test): connecting and checking the catalog happen once.
+ *
+ * @example
+ * const mv = await createMatview({ database: 'postgres://localhost/app', views: [customerTotals] })
+ * const summary = await mv.update({ maxTime: 30_000 })
+ * await mv.close()
+ */
+export class Matview {
+  private constructor(
+    readonly config: ResolvedConfig,
+    readonly database: Database,
+  ) {}
+
+  /** Opens the database and creates or upgrades the catalog. */
+  static async open(
+    config: MatviewConfig | ResolvedConfig = {},
+    overrides: ConfigOverrides = {},
+  ): Promise<Matview> {
+    const resolved = isResolved(config) ? config : resolveConfig(config, overrides)
+    const database = await connect(resolved.database)
+    try {
+      await ensureCatalog(database.db, resolved.schema)
+    } catch (error) {
+      await database.close()
+      throw error
+    }
+    return new Matview(resolved, database)
+  }
+
+  /** Applies what changed, view by view; see {@link UpdateOptions}. */
+  update(options: UpdateOptions = {}): Promise<UpdateSummary> {
+    return runUpdate(this.database, this.config, options)
+  }
+
+  /** Every view's state, pending work, last run and lock. */
+  status(options: { views?: string[] } = {}): Promise<ViewStatus[]> {
+    return readStatus(this.database, this.config, options)
+  }
+
+  /** A view's runs, newest first. */
+  history(view: string, limit = 20): Promise<RunRecord[]> {
+    return listRuns(this.database.db, this.config.schema, view, limit)
+  }
+
+  /** Closes the connection matview opened (never an application's own Kysely instance). */
+  close(): Promise<void> {
+    return this.database.close()
+  }
+}
+
+function isResolved(config: MatviewConfig | ResolvedConfig): config is ResolvedConfig {
+  return 'databaseFrom' in config
+}
+
+/** Opens a {@link Matview}. */
+export function createMatview(
+  config?: MatviewConfig | ResolvedConfig,
+  overrides?: ConfigOverrides,
+): Promise<Matview> {
+  return Matview.open(config, overrides)
+}
+
+/** Opens, updates and closes: the one-call form of `matview update`. */
+export async function update(
+  config: MatviewConfig | ResolvedConfig,
+  options: UpdateOptions = {},
+): Promise<UpdateSummary> {
+  const mv = await Matview.open(config)
+  try {
+    return await mv.update(options)
+  } finally {
+    await mv.close()
+  }
+}
+
+/** Opens, reads the status and closes: the one-call form of `matview status`. */
+export async function status(
+  config: MatviewConfig | ResolvedConfig,
+  options: { views?: string[] } = {},
+): Promise<ViewStatus[]> {
+  const mv = await Matview.open(config)
+  try {
+    return await mv.status(options)
+  } finally {
+    await mv.close()
+  }
+}

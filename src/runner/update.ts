@@ -1,0 +1,258 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Kysely } from 'kysely'
+import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog/runs.js'
+import { registerView } from '../catalog/view-rows.js'
+import type { ResolvedConfig } from '../config/resolve-config.js'
+import type { Database } from '../dialects/connect.js'
+import { errorMessage, UsageError } from '../errors/matview-error.js'
+import type { ViewDefinition } from '../views/view-definition.js'
+import { Budget } from './budget.js'
+import type { PendingWork, StopReason } from './kind-runner.js'
+import { type Logger, silentLogger } from './logger.js'
+import { runnerFor } from './runners.js'
+import { orderViews } from './view-order.js'
+
+export interface UpdateOptions {
+  /** Only these views (by name); default all, in dependency order. */
+  views?: string[]
+  /** Overrides the config's `batchSize`. */
+  batchSize?: number
+  /** The time budget for the whole run, in milliseconds. Work left over waits for the next run. */
+  maxTime?: number
+  /** The most batches per view. */
+  maxBatches?: number
+  /** Report what each view needs, write nothing. */
+  dryRun?: boolean
+  /** Wait for a view's lock instead of skipping a view another runner holds. */
+  wait?: boolean
+  /** Aborting it stops the run after the current batch (SIGINT/SIGTERM in the CLI). */
+  signal?: AbortSignal
+  logger?: Logger
+  /** Called as views start, make progress and finish. */
+  onProgress?: (event: ProgressEvent) => void
+}
+
+export type ProgressEvent =
+  | { type: 'start'; view: string }
+  | { type: 'progress'; view: string; done: number; total: number }
+  | { type: 'end'; view: string; result: ViewResult }
+
+export type ViewOutcome = RunOutcome | 'skipped' | 'dry-run'
+
+/** What happened to one view in an `update`. */
+export interface ViewResult extends RunCounts {
+  view: string
+  kind: ViewDefinition['kind']
+  outcome: Exclude<ViewOutcome, 'running'>
+  /** Why it stopped early or was skipped: `time budget`, `batch limit`, `running elsewhere`… */
+  reason?: string
+  durationMs: number
+  error?: string
+  /** The error itself, for `--verbose`. */
+  cause?: unknown
+  /** Work left (after a partial run) or needed (`--dry-run`). */
+  pending?: PendingWork
+}
+
+export interface UpdateSummary {
+  views: ViewResult[]
+  durationMs: number
+}
+
+/** Runs `update` over the configured views: one after the other, each under its lock. */
+export async function runUpdate(
+  database: Database,
+  config: ResolvedConfig,
+  options: UpdateOptions = {},
+): Promise<UpdateSummary> {
+  const started = Date.now()
+  const logger = options.logger ?? silentLogger
+  const batchSize = options.batchSize ?? config.batchSize
+  const selected = selectViews(config.views, options.views)
+  const budget = new Budget(options.maxTime, options.signal)
+  const results: ViewResult[] = []
+  try {
+    if (!options.dryRun) {
+      for (const kind of ['handwritten', 'declarative'] as const) {
+        const ofKind = selected.filter((v) => v.kind === kind)
+        const runner = runnerFor(kind)
+        if (ofKind.length > 0 && runner.prepare)
+          await runner.prepare(database, config.schema, ofKind, logger)
+      }
+    }
+    for (const view of selected) {
+      options.onProgress?.({ type: 'start', view: view.name })
+      const result = options.dryRun
+        ? await dryRunView(database, config, view, batchSize)
+        : await runView(database, config, view, { ...options, batchSize, budget, logger })
+      results.push(result)
+      logResult(logger, result)
+      options.onProgress?.({ type: 'end', view: view.name, result })
+    }
+  } finally {
+    budget.dispose()
+  }
+  return { views: results, durationMs: Date.now() - started }
+}
+
+/** The views named by `--views`, in dependency order; an unknown name lists the known ones. */
+export function selectViews(all: ViewDefinition[], names: string[] | undefined): ViewDefinition[] {
+  const ordered = orderViews(all)
+  if (!names || names.length === 0) return ordered
+  const known = new Set(all.map((v) => v.name))
+  const unknown = names.filter((n) => !known.has(n))
+  if (unknown.length > 0) {
+    const list =
+      all.length > 0 ? all.map((v) => v.name).join(', ') : 'none: the config has no views'
+    throw new UsageError(
+      `unknown view${unknown.length > 1 ? 's' : ''} ${unknown.map((n) => `"${n}"`).join(', ')}; known views: ${list}`,
+      'UNKNOWN_VIEW',
+    )
+  }
+  const wanted = new Set(names)
+  return ordered.filter((v) => wanted.has(v.name))
+}
+
+async function dryRunView(
+  database: Database,
+  config: ResolvedConfig,
+  view: ViewDefinition,
+  batchSize: number,
+): Promise<ViewResult> {
+  const started = Date.now()
+  const base = { view: view.name, kind: view.kind, inserted: 0, updated: 0, deleted: 0, batches: 0 }
+  try {
+    const pending = await runnerFor(view.kind).pending(
+      view as never,
+      database.db,
+      config.schema,
+      batchSize,
+    )
+    return { ...base, outcome: 'dry-run', pending, durationMs: Date.now() - started }
+  } catch (error) {
+    return {
+      ...base,
+      outcome: 'failed',
+      error: errorMessage(error),
+      cause: error,
+      durationMs: Date.now() - started,
+    }
+  }
+}
+
+interface RunViewOptions extends UpdateOptions {
+  batchSize: number
+  budget: Budget
+  logger: Logger
+}
+
+async function runView(
+  database: Database,
+  config: ResolvedConfig,
+  view: ViewDefinition,
+  options: RunViewOptions,
+): Promise<ViewResult> {
+  const started = Date.now()
+  const counts: RunCounts = { inserted: 0, updated: 0, deleted: 0, batches: 0 }
+  const result = (outcome: ViewResult['outcome'], extra: Partial<ViewResult> = {}): ViewResult => ({
+    view: view.name,
+    kind: view.kind,
+    outcome,
+    ...counts,
+    durationMs: Date.now() - started,
+    ...extra,
+  })
+  const early = options.budget.stopReason()
+  if (early)
+    return result(early === 'interrupted' ? 'interrupted' : 'partial', {
+      reason: `${early}, not started`,
+    })
+
+  const runner = runnerFor(view.kind)
+  const key = { schema: config.schema, name: view.name }
+  try {
+    return await database.db.connection().execute(async (conn) => {
+      if (!(await acquire(database, conn, key, options))) {
+        return result('skipped', { reason: 'running elsewhere' })
+      }
+      try {
+        if (view.kind === 'handwritten') await registerView(conn, config.schema, view)
+        const runId = await startRun(conn, config.schema, view.name)
+        let outcome: RunOutcome = 'done'
+        let reason: StopReason | undefined
+        let failure: unknown
+        try {
+          reason = await runner.run(view as never, {
+            database,
+            conn,
+            schema: config.schema,
+            batchSize: options.batchSize,
+            maxBatches: options.maxBatches,
+            signal: options.budget.signal,
+            logger: options.logger,
+            counts,
+            progress: (done, total) =>
+              options.onProgress?.({ type: 'progress', view: view.name, done, total }),
+            shouldStop: () =>
+              options.budget.stopReason() ??
+              (options.maxBatches !== undefined && counts.batches >= options.maxBatches
+                ? 'batch limit'
+                : undefined),
+          })
+          if (reason) outcome = reason === 'interrupted' ? 'interrupted' : 'partial'
+        } catch (error) {
+          failure = error
+          // A hook that honoured the abort signal throws; that is an interruption, not a failure.
+          outcome = options.budget.interrupted ? 'interrupted' : 'failed'
+          if (outcome === 'interrupted') reason = 'interrupted'
+        }
+        await finishRun(
+          conn,
+          config.schema,
+          runId,
+          outcome,
+          counts,
+          failure ? errorMessage(failure) : undefined,
+        )
+        const extra: Partial<ViewResult> = {}
+        if (reason) extra.reason = reason
+        if (failure && outcome === 'failed')
+          Object.assign(extra, { error: errorMessage(failure), cause: failure })
+        if (outcome === 'partial') {
+          extra.pending = await runner
+            .pending(view as never, conn, config.schema, options.batchSize)
+            .catch(() => undefined)
+        }
+        return result(outcome, extra)
+      } finally {
+        await database.adapter.unlock(conn, key).catch(() => {})
+      }
+    })
+  } catch (error) {
+    // The connection itself failed (database gone, catalog unwritable): this view failed.
+    return result('failed', { error: errorMessage(error), cause: error })
+  }
+}
+
+async function acquire(
+  database: Database,
+  conn: Kysely<any>,
+  key: { schema: string; name: string },
+  options: RunViewOptions,
+): Promise<boolean> {
+  if (await database.adapter.tryLock(conn, key)) return true
+  if (!options.wait) return false
+  options.logger.info(`view "${key.name}": waiting for the runner that holds it`)
+  // Polling keeps the wait interruptible by the time budget and by SIGINT/SIGTERM.
+  while (!options.budget.stopReason()) {
+    await sleep(200)
+    if (await database.adapter.tryLock(conn, key)) return true
+  }
+  return false
+}
+
+function logResult(logger: Logger, r: ViewResult): void {
+  const rows = `+${r.inserted} ~${r.updated} -${r.deleted} in ${r.batches} batch${r.batches === 1 ? '' : 'es'}`
+  if (r.outcome === 'failed') logger.error(`view "${r.view}" failed: ${r.error}`)
+  else logger.debug(`view "${r.view}": ${r.outcome}${r.reason ? ` (${r.reason})` : ''}, ${rows}`)
+}

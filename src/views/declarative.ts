@@ -1,0 +1,41 @@
+import type { RawBuilder } from 'kysely'
+
+/**
+ * How a changed row of a source names the view keys it affects: either a column map
+ * (`{ viewKeyColumn: 'sourceColumn' }`, the changed row holds the key) or a SQL query over the
+ * changed rows, available as the relation `changed`, that returns the view's key columns.
+ */
+export type SourceMapping = Readonly<Record<string, string>> | RawBuilder<unknown>
+
+export interface DeclarativeViewInput {
+  /** The target table's name; `schema.table` is allowed. */
+  name: string
+  /** The columns that identify one row of the target (its primary key). */
+  key: string[]
+  /** The query whose result the target holds, written with Kysely's `sql` tag. */
+  query: RawBuilder<unknown>
+  /** Every table the query reads, with how a changed row maps to view keys. */
+  sources: Readonly<Record<string, SourceMapping>>
+  /** Extra indexes on the target, each a list of columns. */
+  indexes?: string[][]
+}
+
+/** A declarative view: matview captures changes on its sources and keeps the target equal to the query. */
+export interface DeclarativeView extends DeclarativeViewInput {
+  readonly kind: 'declarative'
+}
+
+/**
+ * Defines a declarative view: a SQL query and a key, kept up to date incrementally.
+ *
+ * @example
+ * export const customerTotals = defineView({
+ *   name: 'customer_totals',
+ *   key: ['customer_id'],
+ *   query: sql`SELECT customer_id, count(*) AS order_count FROM orders GROUP BY customer_id`,
+ *   sources: { orders: { customer_id: 'customer_id' } },
+ * })
+ */
+export function defineView(view: DeclarativeViewInput): DeclarativeView {
+  return { ...view, kind: 'declarative' }
+}
