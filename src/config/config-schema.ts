@@ -1,5 +1,6 @@
 import { Kysely } from 'kysely'
 import { z } from 'zod'
+import { isDatabase, isPGlite } from '../dialects/connect.js'
 import { isMaterializedViewClass } from '../views/handwritten.js'
 
 const HOOKS = [
@@ -95,9 +96,16 @@ const view = z.union([
 export const configSchema = z
   .object({
     database: z
-      .union([z.string().trim().min(1), z.instanceof(Kysely)], {
-        error: 'must be a URL (postgres://…, pglite:memory, pglite:PATH) or a Kysely instance',
-      })
+      .union(
+        [
+          z.string().trim().min(1),
+          z.instanceof(Kysely),
+          z.custom((v) => isDatabase(v) || isPGlite(v)),
+        ],
+        {
+          error: 'must be a URL (postgres://…, pglite:memory, pglite:PATH) or a Kysely instance',
+        },
+      )
       .optional(),
     schema: z
       .string({ error: 'must be a string' })

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import type { DatabaseSpec } from '../dialects/connect.js'
 import type { MaterializedViewClass } from '../views/handwritten.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 
@@ -6,11 +6,11 @@ import type { ViewDefinition } from '../views/view-definition.js'
 export interface MatviewConfig {
   /**
    * The database: `postgres://user@host:port/db`, `pglite:memory`, `pglite:PATH`, or a Kysely
-   * instance the application already has. `MATVIEW_DATABASE_URL`, then `DATABASE_URL`, override
+   * or PGlite instance the application already has (matview never closes those). `MATVIEW_DATABASE_URL`, then `DATABASE_URL`, override
    * it, and `--database` overrides both.
    * @defaultValue `pglite:.matview/pglite` (an embedded database in the working directory)
    */
-  database?: string | Kysely<any>
+  database?: DatabaseSpec
   /**
    * The schema that holds matview's catalog (views, run history, change logs).
    * @defaultValue `matview`

@@ -16,8 +16,37 @@ export interface Database {
   close(): Promise<void>
 }
 
-/** What `database` in the config may be. */
-export type DatabaseSpec = string | Kysely<any>
+/**
+ * What `database` in the config may be: a URL, a Kysely instance, a PGlite instance, or a
+ * {@link Database} already open (tests, or an application sharing one PGlite with matview).
+ */
+export type DatabaseSpec = string | Kysely<any> | PGliteLike | Database
+
+/** The part of a PGlite instance matview relies on (kept structural so PGlite loads lazily). */
+export interface PGliteLike {
+  query: (...args: any[]) => Promise<unknown>
+  exec: (...args: any[]) => Promise<unknown>
+  waitReady: Promise<void>
+}
+
+export function isDatabase(value: unknown): value is Database {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    'adapter' in value &&
+    'db' in value &&
+    'close' in value
+  )
+}
+
+export function isPGlite(value: unknown): value is PGliteLike {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    'waitReady' in value &&
+    typeof (value as PGliteLike).exec === 'function'
+  )
+}
 
 /** The default when no database is configured anywhere: persistent, so the next run sees it. */
 export const DEFAULT_PGLITE_DIR = '.matview/pglite'
@@ -30,9 +59,21 @@ export async function connect(
   spec: DatabaseSpec,
   options: { cwd?: string } = {},
 ): Promise<Database> {
+  // Handles the caller owns are never closed here.
+  if (isDatabase(spec)) return { ...spec, close: async () => {} }
+  if (isPGlite(spec)) {
+    const { PGliteDialect } = await import('kysely-pglite-dialect')
+    const db = new Kysely<any>({ dialect: new PGliteDialect(spec as never) })
+    return {
+      db,
+      adapter: createPgliteAdapter(),
+      description: 'the application’s PGlite instance',
+      close: async () => {},
+    }
+  }
   if (typeof spec !== 'string') {
     return {
-      db: spec,
+      db: spec as Kysely<any>,
       adapter: postgresAdapter,
       description: 'the application’s Kysely instance',
       close: async () => {},
