@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -75,5 +75,67 @@ describe('matview CLI', () => {
     expect(result.code).toBe(2)
     expect(result.stderr).toMatch(/cannot connect to PostgreSQL at 127\.0\.0\.1:1/)
     expect(result.stderr).not.toMatch(/\n\s+at /)
+  })
+})
+
+describe('matview CLI on the embedded database', () => {
+  const config = (dir: string, views: string) =>
+    writeFileSync(join(dir, 'matview.config.mjs'), `export default { views: [${views}] }\n`)
+  const ok = "{ kind: 'handwritten', name: 'ok', needsInsert: () => 0, doInsert: () => 0 }"
+  const broken =
+    "{ kind: 'handwritten', name: 'broken', needsInsert: () => 1, doInsert: () => { throw new Error('hook failed') } }"
+
+  it('keeps the default database in .matview/pglite between runs, and exits 1 when a view fails', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
+    config(dir, `${ok}, ${broken}`)
+    const first = await run(['update'], dir)
+    expect(first.code).toBe(1)
+    expect(first.stdout).toMatch(/broken: failed, .*hook failed/)
+    expect(first.stdout).toMatch(/ok: done/)
+    const status = await run(['status', '--json'], dir)
+    expect(status.code).toBe(0)
+    const views = JSON.parse(status.stdout) as Array<{
+      name: string
+      lastRun: { outcome: string; error: string }
+    }>
+    expect(views.find((v) => v.name === 'broken')!.lastRun).toMatchObject({
+      outcome: 'failed',
+      error: 'hook failed',
+    })
+    expect(views.find((v) => v.name === 'ok')!.lastRun).toMatchObject({ outcome: 'done' })
+  })
+
+  it('--dry-run reports what each view needs and writes nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
+    config(dir, broken)
+    const result = await run(['update', '--dry-run', '--json'], dir)
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout).views[0]).toMatchObject({
+      view: 'broken',
+      outcome: 'dry-run',
+      pending: { total: 1, detail: { insert: 1 } },
+    })
+    const status = await run(['status', '--json'], dir)
+    expect(JSON.parse(status.stdout)[0].lastRun).toBeNull()
+  })
+
+  it('reads --config PATH and .config/matview.config.ts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
+    writeFileSync(join(dir, 'custom.mjs'), `export default { views: [${ok}] }\n`)
+    const explicit = await run(['list', '--json', '--config', 'custom.mjs'], dir)
+    expect(JSON.parse(explicit.stdout)).toEqual([
+      { name: 'ok', kind: 'handwritten', dependsOn: [] },
+    ])
+    const missing = await run(['list', '--config', 'nope.ts'], dir)
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toMatch(/config file nope\.ts does not exist/)
+    const nested = mkdtempSync(join(tmpdir(), 'matview-cli-'))
+    mkdirSync(join(nested, '.config'))
+    writeFileSync(
+      join(nested, '.config', 'matview.config.ts'),
+      `export default { views: [${ok}] as const }\n`,
+    )
+    const found = await run(['list', '--json'], nested)
+    expect(JSON.parse(found.stdout)[0].name).toBe('ok')
   })
 })

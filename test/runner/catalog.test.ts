@@ -1,0 +1,30 @@
+import { sql } from 'kysely'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CATALOG_VERSION, CatalogVersionError, Matview } from '../../src/index.js'
+import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+
+describe.each(DIALECTS)('the catalog on %s', (dialect) => {
+  let database: TestDatabase
+  afterEach(async () => {
+    await database?.close()
+  })
+
+  it('is created on first use in the configured schema, once, and refused when newer than the code', async () => {
+    database = await freshDatabase(dialect)
+    const first = await Matview.open({ database, schema: 'mv catalog' })
+    const second = await Matview.open({ database, schema: 'mv catalog' })
+    const { rows } = await sql<{
+      version: number
+    }>`SELECT version FROM "mv catalog".catalog_version`.execute(database.db)
+    expect(rows.map((r) => Number(r.version))).toEqual([CATALOG_VERSION])
+    await first.close()
+    await second.close()
+
+    await sql`INSERT INTO "mv catalog".catalog_version (version, description) VALUES (${CATALOG_VERSION + 1}, 'future')`.execute(
+      database.db,
+    )
+    const opening = Matview.open({ database, schema: 'mv catalog' })
+    await expect(opening).rejects.toBeInstanceOf(CatalogVersionError)
+    await expect(opening).rejects.toThrow(/newer than this matview supports .*; upgrade matview/)
+  })
+})
