@@ -27,4 +27,13 @@ describe.each(DIALECTS)('the catalog on %s', (dialect) => {
     await expect(opening).rejects.toBeInstanceOf(CatalogVersionError)
     await expect(opening).rejects.toThrow(/newer than this matview supports .*; upgrade matview/)
   })
+
+  it('works on a Kysely instance the application already has, and leaves it open', async () => {
+    database = await freshDatabase(dialect)
+    const mv = await Matview.open({ database: database.db, schema: 'app_matview' })
+    expect(await mv.status()).toEqual([])
+    await mv.close()
+    const { rows } = await sql<{ one: number }>`SELECT 1 AS one`.execute(database.db)
+    expect(rows[0]!.one).toBe(1)
+  })
 })
