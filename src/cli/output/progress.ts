@@ -23,18 +23,8 @@ export function createProgressReporter(options: {
       stop() {},
     }
   }
-  const multibar = new cliProgress.MultiBar(
-    {
-      stream: process.stderr,
-      format: '{view} [{bar}] {done}/{all} | {rate}/s | ETA {eta_formatted}',
-      barsize: 30,
-      hideCursor: true,
-      clearOnComplete: false,
-      etaBuffer: 20,
-      fps: 10,
-    },
-    cliProgress.Presets.shades_classic,
-  )
+  // Views run one after the other, so one bar at a time: it stays on screen when its view ends,
+  // followed by the view's result line.
   const bars = new Map<string, { bar: cliProgress.SingleBar; started: number }>()
   const width = 24
   const payload = (view: string, done: number, total: number, started: number) => ({
@@ -43,28 +33,38 @@ export function createProgressReporter(options: {
     all: formatCount(total),
     rate: formatCount(Math.round(done / Math.max(0.001, (Date.now() - started) / 1000))),
   })
+  const stopAll = () => {
+    for (const { bar } of bars.values()) bar.stop()
+    bars.clear()
+  }
   return {
     onProgress(event) {
       if (event.type === 'start') {
         const started = Date.now()
-        bars.set(event.view, {
-          bar: multibar.create(1, 0, payload(event.view, 0, 0, started)),
-          started,
-        })
+        const bar = new cliProgress.SingleBar(
+          {
+            stream: process.stderr,
+            format: '{view} [{bar}] {done}/{all} | {rate}/s | ETA {eta_formatted}',
+            barsize: 30,
+            hideCursor: true,
+            clearOnComplete: false,
+            etaBuffer: 20,
+            fps: 10,
+          },
+          cliProgress.Presets.shades_classic,
+        )
+        bar.start(1, 0, payload(event.view, 0, 0, started))
+        bars.set(event.view, { bar, started })
       } else if (event.type === 'progress') {
         const entry = bars.get(event.view)
         if (!entry) return
         entry.bar.setTotal(Math.max(1, event.total))
         entry.bar.update(event.done, payload(event.view, event.done, event.total, entry.started))
       } else {
-        const entry = bars.get(event.view)
-        entry?.bar.stop()
-        if (entry) multibar.remove(entry.bar)
-        multibar.log(`${formatResult(event.result)}\n`)
+        stopAll()
+        options.write(formatResult(event.result))
       }
     },
-    stop() {
-      multibar.stop()
-    },
+    stop: stopAll,
   }
 }
