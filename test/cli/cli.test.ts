@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -141,4 +141,24 @@ describe('matview CLI on the embedded database', () => {
     const found = await run(['list', '--json'], nested)
     expect(JSON.parse(found.stdout)[0].name).toBe('ok')
   })
+})
+
+describe('matview CLI on a terminal', () => {
+  const hasScript = spawnSync('script', ['--version']).status === 0
+  it.skipIf(!hasScript)(
+    'draws a live progress bar per view with done/total, rate and ETA',
+    async () => {
+      // util-linux `script` runs the CLI on a pseudo-terminal, as a person at a shell would.
+      const command = `${process.execPath} ${BIN} demo --customers 300 --orders 3000 --batch-size 50`
+      const result = spawnSync('script', ['-qec', command, '/dev/null'], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      })
+      expect(result.status).toBe(0)
+      expect(result.stdout).toMatch(
+        /customer_totals\s+\[[█░]+\] [\d,]+\/[\d,]+ \| [\d,]+\/s \| ETA \d+s/,
+      )
+      expect(result.stdout).toMatch(/customer_totals: done/)
+    },
+  )
 })
