@@ -7,8 +7,6 @@ export const EXIT = {
   viewFailed: 1,
   /** The command line or the config is wrong, or the database cannot be used. */
   usage: 2,
-  /** `verify` found drift. */
-  drift: 3,
   sigint: 130,
   sigterm: 143,
 } as const

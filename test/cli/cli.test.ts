@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { lockDataDirectory } from '../../src/dialects/pglite-file-lock.js'
 
 // The CLI is tested as users run it: the built bin, as a subprocess (`npm test` builds first).
 const BIN = resolve('dist/cli/main.js')
@@ -161,4 +162,21 @@ describe('matview CLI on a terminal', () => {
       expect(result.stdout).toMatch(/customer_totals: done/)
     },
   )
+})
+
+describe('the embedded database lock', () => {
+  it('refuses a second process on the same data directory, and takes over a lock left by a dead one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
+    const release = lockDataDirectory(join(dir, 'db'))
+    const busy = await run(['status', '--database', 'pglite:db'], dir)
+    expect(busy.code).toBe(2)
+    expect(busy.stderr.trim()).toBe(
+      `matview: the embedded database at ${join(dir, 'db')} is in use by another matview process (pid ${process.pid}); wait for it to finish`,
+    )
+    release()
+    // A pid that cannot be alive: the lock is stale and the next run takes it over.
+    writeFileSync(join(dir, 'db.lock'), '999999999')
+    const free = await run(['status', '--database', 'pglite:db'], dir)
+    expect(free.code).toBe(0)
+  })
 })

@@ -6,7 +6,7 @@ import {
 } from '../../src/demo/customer-totals-view.js'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { defineHandwrittenView, Matview } from '../../src/index.js'
-import { differences } from '../support/compare.js'
+import { queryDifferences as differences } from '../../src/views/query-differences.js'
 import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']

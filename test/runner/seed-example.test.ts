@@ -2,7 +2,7 @@ import { sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createTables, TagCounts, tagCountsQuery } from '../../examples/tag-counts/tag-counts.js'
 import { Matview } from '../../src/index.js'
-import { differences } from '../support/compare.js'
+import { queryDifferences as differences } from '../../src/views/query-differences.js'
 import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 describe.each(DIALECTS)('the seed example (tag_counts) on %s', (dialect) => {

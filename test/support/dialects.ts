@@ -43,16 +43,6 @@ async function checkPostgres(): Promise<boolean> {
   return postgresReachable
 }
 
-/** The dialects to run, with PostgreSQL's reachability checked once. */
-export async function testDialects(): Promise<DialectName[]> {
-  const out: DialectName[] = []
-  for (const name of requested) {
-    if (name === 'postgres' && !(await checkPostgres())) continue
-    out.push(name)
-  }
-  return out
-}
-
 /** The dialect names requested, for `describe.each` (reachability is checked in `freshDatabase`). */
 export const DIALECTS: DialectName[] = requested
 

@@ -4,6 +4,7 @@ import { createCustomerTotalsTable, customerTotalsView } from '../../demo/custom
 import { createDemoSchema, customerTotalsQuery } from '../../demo/demo-schema.js'
 import { Matview } from '../../matview.js'
 import { createConsoleLogger } from '../../runner/logger.js'
+import { queryDifferences } from '../../views/query-differences.js'
 import { EXIT } from '../exit-codes.js'
 import { parsePositiveInt } from '../options.js'
 import { formatCount, formatSummary } from '../output/format.js'
@@ -87,15 +88,13 @@ export function registerDemo(program: Command): void {
         say('6. $ matview status')
         say(formatStatusTable(await mv.status()))
         say()
-        const { rows } = await sql<{ n: string }>`
-          SELECT count(*) AS n FROM (
-            (SELECT customer_id, region, order_count, total_cents FROM customer_totals
-             EXCEPT SELECT * FROM (${customerTotalsQuery}) q)
-            UNION ALL
-            (SELECT * FROM (${customerTotalsQuery}) q
-             EXCEPT SELECT customer_id, region, order_count, total_cents FROM customer_totals)
-          ) d`.execute(db)
-        const differences = Number(rows[0]!.n)
+        const diff = await queryDifferences(db, 'customer_totals', customerTotalsQuery, [
+          'customer_id',
+          'region',
+          'order_count',
+          'total_cents',
+        ])
+        const differences = diff.extra.length + diff.missing.length
         say(
           `7. customer_totals equals its query: ${differences === 0 ? 'yes' : `no, ${differences} rows differ`}`,
         )

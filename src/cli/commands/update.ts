@@ -84,7 +84,6 @@ Examples:
             onProgress: (event) => reporter.onProgress(event),
           }),
         )
-        reporter.stop()
         if (flags.json) console.log(JSON.stringify(toJson(summary), null, 2))
         else console.log(formatSummary(summary))
         process.exitCode =

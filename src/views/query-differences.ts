@@ -1,10 +1,10 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 
 /**
- * The rows in which a target and its query differ: `(target EXCEPT query)` and
+ * The rows in which a table and the query it should equal differ: `(target EXCEPT query)` and
  * `(query EXCEPT target)`, both ways, as the DESIGN's first invariant states it.
  */
-export async function differences(
+export async function queryDifferences(
   db: Kysely<any>,
   target: string,
   query: RawBuilder<unknown>,
