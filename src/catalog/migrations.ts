@@ -53,6 +53,49 @@ export const MIGRATIONS: readonly Migration[] = [
       )
     },
   },
+  {
+    version: 2,
+    description: 'declarative views: targets, sources, truncate marker',
+    async up(trx, schema) {
+      const s = sql.id(schema)
+      await sql`
+        ALTER TABLE ${s}.views
+          ADD COLUMN target_schema text,
+          ADD COLUMN target_table text,
+          -- the key and all target columns, in order, as created (names, not SQL)
+          ADD COLUMN key_columns jsonb,
+          ADD COLUMN columns jsonb`.execute(trx)
+      await sql`
+        CREATE TABLE ${s}.view_sources (
+          view text NOT NULL REFERENCES ${s}.views (name) ON DELETE CASCADE,
+          position integer NOT NULL,
+          source_oid oid NOT NULL,
+          source_schema text NOT NULL,
+          source_table text NOT NULL,
+          -- 'columns': triggers log keys; 'query': triggers stage rows, mapped at claim time
+          mapping text NOT NULL CHECK (mapping IN ('columns', 'query')),
+          PRIMARY KEY (view, position)
+        )`.execute(trx)
+      await sql`CREATE INDEX view_sources_oid_idx ON ${s}.view_sources (source_oid)`.execute(trx)
+      // One function for every TRUNCATE trigger: it finds the views by the truncated table's
+      // oid, so no view name is ever written into trigger DDL.
+      const body = sql`
+        BEGIN
+          UPDATE ${s}.views v
+          SET state = 'needs_rebuild',
+              state_reason = format('source %I.%I was truncated', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+              updated_at = now()
+          FROM ${s}.view_sources vs
+          WHERE vs.view = v.name AND vs.source_oid = TG_RELID;
+          RETURN NULL;
+        END`
+      const text = body.compile(trx).sql
+      await sql`
+        CREATE FUNCTION ${s}.mark_truncated() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS ${sql.lit(text)}`.execute(trx)
+    },
+  },
 ]
 
 /** The newest catalog version this code knows. */

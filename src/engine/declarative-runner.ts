@@ -1,13 +1,134 @@
+import { type Kysely, sql } from 'kysely'
 import { ViewRunError } from '../errors/matview-error.js'
-import type { KindRunner } from '../runner/kind-runner.js'
+import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.js'
 import type { DeclarativeView } from '../views/declarative.js'
+import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
+import { backfill } from './backfill.js'
+import { createView } from './create-view.js'
+import { findTable } from './inspect-definition.js'
+import { keyColumns } from './key-sql.js'
+import { tableRef } from './names.js'
+import { pendingWork } from './pending.js'
+import { postgresError } from './postgres-errors.js'
+import { loadViewRuntime, type ViewRuntime } from './view-runtime.js'
+import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
 
-/** Placeholder until the declarative engine lands (issue 3). */
+/**
+ * Runs a declarative view (DESIGN, the declarative algorithm): create what is missing, finish
+ * the backfill, then apply pending keys batch by batch until the log is empty or the run must
+ * stop. Everything happens on the connection that holds the view's lock.
+ */
 export const declarativeRunner: KindRunner<DeclarativeView> = {
-  async run(view) {
-    throw new ViewRunError(view.name, 'declarative views are not implemented yet')
+  async run(view, ctx) {
+    let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
+    if (!runtime) {
+      ctx.logger.info(`view "${view.name}": creating`)
+      await ctx.conn.transaction().execute(async (trx) => {
+        await createView(trx, ctx.schema, view).catch((error) => {
+          const pgError = postgresError(error)
+          if (!pgError) throw error
+          throw new ViewRunError(view.name, `creating the view failed: ${pgError.message}`, {
+            cause: error,
+          })
+        })
+      })
+      runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
+    }
+    checkRunnable(ctx.conn, view, runtime)
+    if (runtime.state === 'building') {
+      ctx.logger.info(`view "${view.name}": backfilling`)
+      const stop = await backfill(runtime, await backfillSources(ctx.conn, view), {
+        conn: ctx.conn,
+        batchSize: ctx.batchSize,
+        shouldStop: ctx.shouldStop,
+        progress: ctx.progress,
+        onBatch: (rows) => {
+          ctx.counts.batches++
+          ctx.counts.inserted += rows
+        },
+      })
+      if (stop) return stop
+      runtime = { ...runtime, state: 'ready', backfillCheckpoint: null }
+    }
+    if (ctx.createOnly) return undefined
+    return applyPending(runtime, ctx)
   },
-  async pending(view) {
-    throw new ViewRunError(view.name, 'declarative views are not implemented yet')
+
+  async pending(view, db, schema) {
+    const runtime = await loadViewRuntime(db, schema, view)
+    if (!runtime) return { total: 0, detail: { notCreated: 1 }, lagSeconds: null }
+    return pendingWork(db, runtime)
   },
+}
+
+/** Refuses a view whose target no longer matches its definition or was truncated under it. */
+function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime): void {
+  const hash = definitionHash(db, view)
+  if (runtime.definitionHash !== hash) {
+    throw new ViewRunError(
+      view.name,
+      `its definition changed since the view was created; run "matview rebuild ${view.name}" to rebuild it from the new definition (update leaves it untouched)`,
+      { code: 'DEFINITION_CHANGED' },
+    )
+  }
+  if (runtime.state === 'needs_rebuild' || runtime.state === 'rebuilding') {
+    throw new ViewRunError(
+      view.name,
+      `needs a rebuild${runtime.stateReason ? ` (${runtime.stateReason})` : ''}; run "matview rebuild ${view.name}"`,
+    )
+  }
+}
+
+/** The column-map sources that feed the first key column, for the backfill's key ranges. */
+async function backfillSources(db: Kysely<any>, view: DeclarativeView) {
+  const found: { oid: string; column: string }[] = []
+  for (const name of sourceNames(view)) {
+    const mapping = view.sources[name]!
+    if (isQueryMapping(mapping)) continue
+    const table = await findTable(db, name)
+    const column = mapping[view.key[0]!]
+    if (table && column) found.push({ oid: table.oid, column })
+  }
+  return found
+}
+
+async function applyPending(view: ViewRuntime, ctx: RunContext): Promise<StopReason | undefined> {
+  let after: string[] | undefined
+  let done = 0
+  let total: number | undefined
+  while (true) {
+    const stop = ctx.shouldStop()
+    if (stop) return stop
+    let staged = 0
+    for (const source of view.staged)
+      staged += await resolveStaged(ctx.conn, view, source, ctx.batchSize)
+    const keys = await claimKeys(ctx.conn, view, ctx.batchSize, after)
+    if (keys.length === 0) {
+      // Wrapped past the last key: start again from the first, unless nothing is left at all.
+      if (after === undefined && staged === 0) return undefined
+      after = undefined
+      continue
+    }
+    // Counting the whole log costs a scan; only a run with more than one batch needs a total.
+    if (total === undefined && keys.length === ctx.batchSize)
+      total = await countPending(ctx.conn, view)
+    const counts = await applyKeys(ctx.conn, view, keys)
+    ctx.counts.batches++
+    ctx.counts.inserted += counts.inserted
+    ctx.counts.updated += counts.updated
+    ctx.counts.deleted += counts.deleted
+    done += keys.length
+    if (total !== undefined) ctx.progress(done, Math.max(total, done))
+    after = keys.at(-1)
+    if (keys.length < ctx.batchSize) after = undefined
+  }
+}
+
+async function countPending(db: Kysely<any>, view: ViewRuntime): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    SELECT count(*) AS n
+    FROM (SELECT DISTINCT ${keyColumns(view.key)} FROM ${tableRef(view.objects.log)}) AS k`.execute(
+    db,
+  )
+  return Number(rows[0]!.n)
 }

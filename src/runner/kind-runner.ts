@@ -20,6 +20,8 @@ export interface RunContext {
   readonly signal: AbortSignal
   readonly logger: Logger
   readonly counts: RunCounts
+  /** Create and backfill what is missing, apply nothing (`matview create`). */
+  readonly createOnly: boolean
   /** Reports progress: `done` of `total` units (rows or keys). */
   progress(done: number, total: number): void
   /** Why the run must stop now, or undefined to go on (checked before each batch). */

@@ -21,6 +21,8 @@ export interface UpdateOptions {
   maxTime?: number
   /** The most batches per view. */
   maxBatches?: number
+  /** Only create and backfill declarative views that are missing; apply no changes. */
+  createOnly?: boolean
   /** Report what each view needs, write nothing. */
   dryRun?: boolean
   /** Wait for a view's lock instead of skipping a view another runner holds. */
@@ -68,7 +70,9 @@ export async function runUpdate(
   const started = Date.now()
   const logger = options.logger ?? silentLogger
   const batchSize = options.batchSize ?? config.batchSize
-  const selected = selectViews(config.views, options.views)
+  const selected = selectViews(config.views, options.views).filter(
+    (v) => !options.createOnly || v.kind === 'declarative',
+  )
   const budget = new Budget(options.maxTime, options.signal)
   const results: ViewResult[] = []
   try {
@@ -191,6 +195,7 @@ async function runView(
             signal: options.budget.signal,
             logger: options.logger,
             counts,
+            createOnly: options.createOnly ?? false,
             progress: (done, total) =>
               options.onProgress?.({ type: 'progress', view: view.name, done, total }),
             shouldStop: () =>

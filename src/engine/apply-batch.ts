@@ -1,0 +1,159 @@
+import { type Kysely, sql } from 'kysely'
+import { ViewRunError } from '../errors/matview-error.js'
+import { describeKey, keyAfter, keyColumns, keyIn, keyRow, keysAsText } from './key-sql.js'
+import { columnList, tableRef } from './names.js'
+import { postgresError, SQLSTATE } from './postgres-errors.js'
+import type { StagedSource, ViewRuntime } from './view-runtime.js'
+
+export interface BatchCounts {
+  inserted: number
+  updated: number
+  deleted: number
+}
+
+/**
+ * Up to `limit` distinct pending keys, in key order after `after` (a cursor that makes a long
+ * drain visit every key before it comes back to a hot one). Reads only: the apply statement
+ * deletes their log rows.
+ */
+export async function claimKeys(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  limit: number,
+  after: string[] | undefined,
+): Promise<string[][]> {
+  const log = tableRef(view.objects.log)
+  const where = after ? sql`WHERE ${keyAfter(view.key, 'l', after)}` : sql``
+  const { rows } = await sql<Record<string, unknown>>`
+    SELECT ${keysAsText(view.key, 'c')}
+    FROM (SELECT DISTINCT ${keyColumns(view.key, 'l')} FROM ${log} AS l ${where}
+          ORDER BY ${keyColumns(view.key, 'l')} LIMIT ${limit}) AS c`.execute(db)
+  return rows.map((row) => keyRow(row, view.key.length))
+}
+
+/**
+ * Applies claimed keys in one statement, so in one transaction and one snapshot: delete every
+ * log row of the keys, recompute them from the query with the key restriction on the query's
+ * own columns (which PostgreSQL pushes down to the base tables), upsert the rows that differ
+ * and delete the keys the query no longer returns. The log rows it deletes were committed
+ * before its snapshot, so the recompute sees their writes (DESIGN, correctness); a write
+ * committed later keeps its log row for the next batch. If anything fails, all of it rolls
+ * back and the keys stay in the log.
+ */
+export async function applyKeys(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  keys: string[][],
+): Promise<BatchCounts> {
+  const target = tableRef(view.target)
+  const cols = columnList(view.columns)
+  const values = view.columns.filter((c) => !view.key.includes(c))
+  const onConflict =
+    values.length === 0
+      ? sql`DO NOTHING`
+      : sql`DO UPDATE SET ${sql.join(values.map((c) => sql`${sql.id(c)} = excluded.${sql.id(c)}`))}
+            WHERE (${columnList(values, 't')}) IS DISTINCT FROM (${columnList(values, 'excluded')})`
+  const sameKey = sql.join(
+    view.key.map((k) => sql`f.${sql.id(k)} = t.${sql.id(k)}`),
+    sql` AND `,
+  )
+  try {
+    const { rows } = await sql<Record<string, string>>`
+      WITH cleared AS (
+        DELETE FROM ${tableRef(view.objects.log)} AS l WHERE ${keyIn(view.key, 'l', keys)} RETURNING 1
+      ), fresh AS MATERIALIZED (
+        SELECT ${columnList(view.columns, 'q')} FROM (${view.query}) AS q WHERE ${keyIn(view.key, 'q', keys)}
+      ), upserted AS (
+        INSERT INTO ${target} AS t (${cols}) SELECT ${cols} FROM fresh
+        ON CONFLICT (${keyColumns(view.key)}) ${onConflict}
+        RETURNING (t.xmax = 0) AS inserted
+      ), removed AS (
+        DELETE FROM ${target} AS t
+        WHERE ${keyIn(view.key, 't', keys)} AND NOT EXISTS (SELECT 1 FROM fresh AS f WHERE ${sameKey})
+        RETURNING 1
+      )
+      SELECT (SELECT count(*) FROM cleared) AS cleared,
+             (SELECT count(*) FROM upserted WHERE inserted) AS inserted,
+             (SELECT count(*) FROM upserted WHERE NOT inserted) AS updated,
+             (SELECT count(*) FROM removed) AS deleted`.execute(db)
+    const row = rows[0]!
+    return {
+      inserted: Number(row.inserted),
+      updated: Number(row.updated),
+      deleted: Number(row.deleted),
+    }
+  } catch (error) {
+    if (postgresError(error)?.code === SQLSTATE.cardinalityViolation) {
+      const duplicate = await findDuplicateKey(db, view, keys)
+      if (duplicate) throw duplicateKeyError(view, describeKey(view.key, duplicate), error)
+    }
+    throw batchError(view, 'applying a batch', error)
+  }
+}
+
+async function findDuplicateKey(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  keys: string[][],
+): Promise<string[] | undefined> {
+  const { rows } = await sql<Record<string, unknown>>`
+    SELECT ${keysAsText(view.key, 'q')} FROM (${view.query}) AS q WHERE ${keyIn(view.key, 'q', keys)}
+    GROUP BY ${keyColumns(view.key, 'q')} HAVING count(*) > 1 LIMIT 1`.execute(db)
+  return rows[0] ? keyRow(rows[0], view.key.length) : undefined
+}
+
+export function duplicateKeyError(
+  view: ViewRuntime | { name: string },
+  key: string,
+  cause: unknown,
+) {
+  return new ViewRunError(
+    view.name,
+    `the query returns more than one row for key ${key}; a view's key must identify one row: fix the key or the query`,
+    { cause },
+  )
+}
+
+/** A failed statement of a batch, as one line naming the view and what it was doing. */
+export function batchError(view: { name: string }, doing: string, error: unknown): Error {
+  const pgError = postgresError(error)
+  if (!pgError) return error instanceof Error ? error : new Error(String(error))
+  return new ViewRunError(view.name, `${doing} failed: ${pgError.message}`, { cause: error })
+}
+
+/**
+ * Maps up to `limit` staged rows of a source whose mapping is a query: deletes them and logs
+ * the keys the mapping gives for them, in one statement. It runs after their writers
+ * committed, so the mapping sees everything those writers saw (DESIGN, Capture).
+ */
+export async function resolveStaged(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  source: StagedSource,
+  limit: number,
+): Promise<number> {
+  const stage = tableRef(source.stage)
+  const notNull = sql.join(
+    view.key.map((k) => sql`m.${sql.id(k)} IS NOT NULL`),
+    sql` AND `,
+  )
+  try {
+    const { rows } = await sql<{ staged: string }>`
+      WITH changed AS (
+        DELETE FROM ${stage}
+        WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${stage} LIMIT ${limit}))
+        RETURNING *
+      ), logged AS (
+        INSERT INTO ${tableRef(view.objects.log)} (${keyColumns(view.key)}, logged_at)
+        SELECT DISTINCT ${keyColumns(view.key, 'm')}, (SELECT min(matview_logged_at) FROM changed)
+        FROM (${source.mapping}) AS m WHERE ${notNull}
+        RETURNING 1
+      )
+      SELECT (SELECT count(*) FROM changed) AS staged, (SELECT count(*) FROM logged) AS logged`.execute(
+      db,
+    )
+    return Number(rows[0]!.staged)
+  } catch (error) {
+    throw batchError(view, `mapping the changed rows of source "${source.name}"`, error)
+  }
+}

@@ -1,0 +1,236 @@
+import { type Kysely, sql } from 'kysely'
+import { ViewRunError } from '../errors/matview-error.js'
+import type { StopReason } from '../runner/kind-runner.js'
+import { batchError, duplicateKeyError } from './apply-batch.js'
+import { keyAfter, keyColumns, keyRow, keysAsText } from './key-sql.js'
+import { columnList, tableRef } from './names.js'
+import { postgresError, SQLSTATE } from './postgres-errors.js'
+import type { BackfillCheckpoint, ViewRuntime } from './view-runtime.js'
+
+/** Source rows per backfill range: large enough that a range's fixed cost vanishes. */
+const ROWS_PER_RANGE = 50_000
+const MAX_RANGES = 256
+const SAMPLE_ROWS = 30_000
+
+export interface BackfillContext {
+  conn: Kysely<any>
+  batchSize: number
+  shouldStop(): StopReason | undefined
+  progress(done: number, total: number): void
+  /** Called after each committed range with the rows it inserted. */
+  onBatch(rows: number): void
+}
+
+/**
+ * Fills a new view's target. The capture triggers are already installed, so writes made
+ * meanwhile wait in the change log and are applied after. Each range is one transaction that
+ * also moves the checkpoint, so an interrupted backfill resumes with the next range.
+ *
+ * Ranges are on the first key column, bounded on both sides (`k > lo AND k <= hi`) from a
+ * sample of the source column that feeds it: the bounds reach the base tables' indexes, and no
+ * range recomputes what another did, so the whole backfill costs about one `CREATE TABLE AS`.
+ * A view whose first key column no source maps directly is filled by keyset pagination.
+ */
+export async function backfill(
+  view: ViewRuntime,
+  sources: { oid: string; column: string }[],
+  ctx: BackfillContext,
+): Promise<StopReason | undefined> {
+  let checkpoint = view.backfillCheckpoint
+  if (!checkpoint) {
+    checkpoint = await planBackfill(ctx.conn, sources)
+    await saveCheckpoint(ctx.conn, view, checkpoint)
+  }
+  const stop =
+    checkpoint.method === 'ranges'
+      ? await fillRanges(view, checkpoint, ctx)
+      : await fillKeyset(view, checkpoint, ctx)
+  if (stop) return stop
+  await sql`
+    UPDATE ${sql.id(view.catalog, 'views')}
+    SET state = 'ready', state_reason = NULL, backfill_checkpoint = NULL, updated_at = now()
+    WHERE name = ${view.name}`.execute(ctx.conn)
+  return undefined
+}
+
+type RangesCheckpoint = Extract<BackfillCheckpoint, { method: 'ranges' }>
+type KeysetCheckpoint = Extract<BackfillCheckpoint, { method: 'keyset' }>
+
+async function fillRanges(
+  view: ViewRuntime,
+  start: RangesCheckpoint,
+  ctx: BackfillContext,
+): Promise<StopReason | undefined> {
+  const total = start.bounds.length + 1
+  for (let range = start.done; range < total; range++) {
+    const stop = ctx.shouldStop()
+    if (stop) return stop
+    ctx.progress(range, total)
+    const lo = range > 0 ? start.bounds[range - 1] : undefined
+    const hi = range < start.bounds.length ? start.bounds[range] : undefined
+    const rows = await ctx.conn.transaction().execute(async (trx) => {
+      const inserted = await insertRange(trx, view, lo, hi)
+      await saveCheckpoint(trx, view, { ...start, done: range + 1 })
+      return inserted
+    })
+    ctx.onBatch(rows)
+  }
+  ctx.progress(total, total)
+  return undefined
+}
+
+async function fillKeyset(
+  view: ViewRuntime,
+  start: KeysetCheckpoint,
+  ctx: BackfillContext,
+): Promise<StopReason | undefined> {
+  let checkpoint = start
+  while (true) {
+    const stop = ctx.shouldStop()
+    if (stop) return stop
+    ctx.progress(checkpoint.copied, Math.max(checkpoint.estimate, checkpoint.copied))
+    const current = checkpoint
+    const page = await ctx.conn.transaction().execute(async (trx) => {
+      const inserted = await insertPage(trx, view, current.after, ctx.batchSize)
+      checkpoint = {
+        ...current,
+        after: inserted.last ?? current.after,
+        copied: current.copied + inserted.rows,
+      }
+      await saveCheckpoint(trx, view, checkpoint)
+      return inserted
+    })
+    ctx.onBatch(page.rows)
+    if (page.rows < ctx.batchSize) return undefined
+  }
+}
+
+async function saveCheckpoint(db: Kysely<any>, view: ViewRuntime, checkpoint: BackfillCheckpoint) {
+  await sql`
+    UPDATE ${sql.id(view.catalog, 'views')}
+    SET backfill_checkpoint = ${JSON.stringify(checkpoint)}::jsonb, updated_at = now()
+    WHERE name = ${view.name}`.execute(db)
+}
+
+/** Splits the first key column's values into ranges of about {@link ROWS_PER_RANGE} source rows. */
+async function planBackfill(
+  db: Kysely<any>,
+  sources: { oid: string; column: string }[],
+): Promise<BackfillCheckpoint> {
+  let best: (SourceSize & { column: string }) | undefined
+  for (const source of sources) {
+    const size = await sourceSize(db, source.oid)
+    if (!best || size.rows > best.rows) best = { ...size, column: source.column }
+  }
+  if (!best) return { method: 'keyset', after: null, copied: 0, estimate: 0 }
+  const ranges = Math.min(MAX_RANGES, Math.ceil(best.rows / ROWS_PER_RANGE))
+  if (ranges <= 1) return { method: 'ranges', bounds: [], done: 0 }
+  const fractions = Array.from({ length: ranges - 1 }, (_, i) => (i + 1) / ranges)
+  const percent = Math.min(100, (100 * SAMPLE_ROWS) / best.rows)
+  const column = sql.id('s', best.column)
+  const { rows } = await sql<{ bounds: unknown }>`
+    SELECT (percentile_disc(${fractions}::float8[]) WITHIN GROUP (ORDER BY ${column}))::text[] AS bounds
+    FROM ${tableRef(best)} TABLESAMPLE SYSTEM (${percent}::float4) AS s
+    WHERE ${column} IS NOT NULL`.execute(db)
+  // Equal bounds (a skewed column) would make empty ranges.
+  const bounds = [...new Set(parseTextArray(rows[0]?.bounds))]
+  return { method: 'ranges', bounds, done: 0 }
+}
+
+interface SourceSize {
+  schema: string
+  table: string
+  rows: number
+}
+
+async function sourceSize(db: Kysely<any>, oid: string): Promise<SourceSize> {
+  const { rows } = await sql<{ reltuples: number; schema: string; table: string }>`
+    SELECT c.reltuples::float8 AS reltuples, n.nspname AS schema, c.relname AS table
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = ${oid}::int8::oid`.execute(db)
+  const row = rows[0]!
+  if (Number(row.reltuples) >= 0) return { ...row, rows: Number(row.reltuples) }
+  // Never analysed: count it (cheap next to the backfill itself).
+  const { rows: counted } = await sql<{
+    n: string
+  }>`SELECT count(*) AS n FROM ${tableRef(row)}`.execute(db)
+  return { schema: row.schema, table: row.table, rows: Number(counted[0]!.n) }
+}
+
+async function insertRange(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  lo: string | undefined,
+  hi: string | undefined,
+): Promise<number> {
+  const first = sql.id('q', view.key[0]!)
+  const conditions = [
+    ...(lo !== undefined ? [sql`${first} > ${lo}`] : []),
+    ...(hi !== undefined ? [sql`${first} <= ${hi}`] : []),
+  ]
+  const where = conditions.length > 0 ? sql`WHERE ${sql.join(conditions, sql` AND `)}` : sql``
+  const cols = columnList(view.columns)
+  try {
+    const result = await sql`
+      INSERT INTO ${tableRef(view.target)} (${cols})
+      SELECT ${columnList(view.columns, 'q')} FROM (${view.query}) AS q ${where}`.execute(db)
+    return Number(result.numAffectedRows ?? 0)
+  } catch (error) {
+    throw backfillError(view, error)
+  }
+}
+
+async function insertPage(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  after: string[] | null,
+  limit: number,
+): Promise<{ rows: number; last: string[] | undefined }> {
+  const cols = columnList(view.columns)
+  const where = after ? sql`WHERE ${keyAfter(view.key, 'q', after)}` : sql``
+  try {
+    const { rows } = await sql<Record<string, unknown>>`
+      WITH page AS (
+        INSERT INTO ${tableRef(view.target)} (${cols})
+        SELECT ${columnList(view.columns, 'q')} FROM (${view.query}) AS q ${where}
+        ORDER BY ${keyColumns(view.key, 'q')} LIMIT ${limit}
+        RETURNING ${keyColumns(view.key)}
+      )
+      SELECT (SELECT count(*) FROM page) AS n, last.*
+      FROM (SELECT 1) AS one
+      LEFT JOIN (SELECT ${keysAsText(view.key, 'p')} FROM page AS p
+                 ORDER BY ${keyColumns(view.key, 'p')} DESC LIMIT 1) AS last ON true`.execute(db)
+    const row = rows[0]!
+    const n = Number(row.n)
+    return { rows: n, last: n > 0 ? keyRow(row, view.key.length) : undefined }
+  } catch (error) {
+    throw backfillError(view, error)
+  }
+}
+
+function backfillError(view: ViewRuntime, error: unknown): Error {
+  const pgError = postgresError(error)
+  if (pgError?.code === SQLSTATE.uniqueViolation) {
+    const key = /Key (\(.*\)=\(.*\)) already exists/.exec(pgError.detail ?? '')?.[1] ?? '(unknown)'
+    return duplicateKeyError(view, key, error)
+  }
+  if (
+    pgError?.code === SQLSTATE.notNullViolation &&
+    pgError.column &&
+    view.key.includes(pgError.column)
+  ) {
+    return new ViewRunError(
+      view.name,
+      `the query returns a row whose key column "${pgError.column}" is NULL; a key must never be NULL (filter such rows out or coalesce them)`,
+      { cause: error },
+    )
+  }
+  return batchError(view, 'backfilling', error)
+}
+
+/** pg parses `text[]`; PGlite may hand back the literal. */
+function parseTextArray(value: unknown): string[] {
+  if (Array.isArray(value)) return value.map(String)
+  if (typeof value !== 'string') return []
+  throw new Error(`internal: unexpected array literal ${value}`)
+}

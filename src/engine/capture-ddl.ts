@@ -1,0 +1,96 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely'
+import { columnList, type QualifiedTable, tableRef, type ViewObjects } from './names.js'
+
+/** What the capture triggers on one source write, and where. */
+export type CaptureTarget =
+  | {
+      /** The changed row holds the key: log `keyColumns` from `sourceColumns` (same order). */
+      kind: 'columns'
+      log: QualifiedTable
+      keyColumns: string[]
+      sourceColumns: string[]
+    }
+  | {
+      /** The key comes from a query over other tables: stage the rows, map them at claim time. */
+      kind: 'query'
+      stage: QualifiedTable
+      sourceColumns: string[]
+    }
+
+/**
+ * Creates the capture function and the statement-level triggers of one source. The function
+ * copies from the transition tables in one INSERT … SELECT per statement, so a bulk write costs
+ * one trigger call, and it never reads other tables (DESIGN, Capture). `SECURITY DEFINER` with a
+ * fixed `search_path` lets the application role write sources without rights on the log, and
+ * keeps objects in other schemas from being put in its way.
+ */
+export async function createCapture(
+  trx: Kysely<any>,
+  objects: ViewObjects,
+  catalog: string,
+  position: number,
+  source: QualifiedTable,
+  target: CaptureTarget,
+): Promise<void> {
+  const fn = objects.captureFunction(position)
+  const body = functionBody(target)
+  await sql`
+    CREATE FUNCTION ${fn}() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS ${sql.lit(compileConstant(trx, body))}`.execute(trx)
+  const on = tableRef(source)
+  await sql`
+    CREATE TRIGGER ${sql.id(objects.trigger(position, 'insert'))} AFTER INSERT ON ${on}
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`.execute(trx)
+  await sql`
+    CREATE TRIGGER ${sql.id(objects.trigger(position, 'update'))} AFTER UPDATE ON ${on}
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`.execute(trx)
+  await sql`
+    CREATE TRIGGER ${sql.id(objects.trigger(position, 'delete'))} AFTER DELETE ON ${on}
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`.execute(trx)
+  await sql`
+    CREATE TRIGGER ${sql.id(objects.trigger(position, 'truncate'))} AFTER TRUNCATE ON ${on}
+    FOR EACH STATEMENT EXECUTE FUNCTION ${sql.id(catalog, 'mark_truncated')}()`.execute(trx)
+}
+
+function functionBody(target: CaptureTarget): RawBuilder<unknown> {
+  const rowsOf = (transition: string) => {
+    if (target.kind === 'query') {
+      return sql`SELECT ${columnList(target.sourceColumns)} FROM ${sql.id(transition)}`
+    }
+    // A NULL key names no view row (the view's key is NOT NULL), so it is not logged.
+    const notNull = sql.join(
+      target.sourceColumns.map((c) => sql`${sql.id(c)} IS NOT NULL`),
+      sql` AND `,
+    )
+    return sql`SELECT ${columnList(target.sourceColumns)} FROM ${sql.id(transition)} WHERE ${notNull}`
+  }
+  const into =
+    target.kind === 'columns'
+      ? sql`INSERT INTO ${tableRef(target.log)} (${columnList(target.keyColumns)})`
+      : sql`INSERT INTO ${tableRef(target.stage)} (${columnList(target.sourceColumns)})`
+  // An update logs the old and the new key: a row can move from one key to another. For keys,
+  // UNION drops the pairs an update left unchanged; staged rows keep both images.
+  const both = target.kind === 'columns' ? sql`UNION` : sql`UNION ALL`
+  return sql`
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    ${into} ${rowsOf('new_rows')};
+  ELSIF TG_OP = 'UPDATE' THEN
+    ${into} ${rowsOf('new_rows')} ${both} ${rowsOf('old_rows')};
+  ELSE
+    ${into} ${rowsOf('old_rows')};
+  END IF;
+  RETURN NULL;
+END`
+}
+
+/** Compiles SQL that must carry no bind parameters (it becomes a function body). */
+export function compileConstant(db: Kysely<any>, raw: RawBuilder<unknown>): string {
+  const compiled = raw.compile(db)
+  if (compiled.parameters.length > 0) {
+    throw new Error('internal: a function body must not carry bind parameters')
+  }
+  return compiled.sql
+}

@@ -1,0 +1,234 @@
+import { type Kysely, sql } from 'kysely'
+import { ViewDefinitionError } from '../errors/matview-error.js'
+import type { DeclarativeView } from '../views/declarative.js'
+import { createCapture } from './capture-ddl.js'
+import {
+  type Column,
+  columnsOf,
+  type FoundTable,
+  findTable,
+  inspectQuery,
+  requireColumns,
+  tableLabel,
+} from './inspect-definition.js'
+import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
+import { postgresError } from './postgres-errors.js'
+import { mappingQuery, viewQuery } from './view-runtime.js'
+import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
+
+/**
+ * Creates everything a declarative view needs, in the caller's transaction: catalog row, target
+ * (columns and types from the query, primary key on the key, declared indexes), change log,
+ * staging tables and capture triggers. Every check runs before the first object exists, and a
+ * failure rolls the whole transaction back: nothing is left half-created. The target starts
+ * empty in state `building`; the backfill fills it.
+ */
+export async function createView(
+  trx: Kysely<any>,
+  catalog: string,
+  view: DeclarativeView,
+): Promise<void> {
+  const hash = definitionHash(trx, view)
+  const query = viewQuery(trx, view)
+  const fail = (message: string): never => {
+    throw new ViewDefinitionError(view.name, message)
+  }
+
+  // Checks: the key, the sources, what the query reads and returns.
+  if (new Set(view.key).size !== view.key.length)
+    fail(`key names a column twice: ${view.key.join(', ')}`)
+  const target = await resolveTarget(trx, view)
+  const shape = await inspectQuery(trx, view.name, 'the query', query)
+  requireColumns(
+    view.name,
+    view.key,
+    shape.columns,
+    (c) => `key column "${c}" is not a column of the query's result`,
+  )
+  for (const index of view.indexes ?? []) {
+    requireColumns(
+      view.name,
+      index,
+      shape.columns,
+      (c) => `index column "${c}" is not a column of the query's result`,
+    )
+  }
+  const names = sourceNames(view)
+  const sources: FoundTable[] = []
+  for (const name of names) {
+    const found = await findTable(trx, name)
+    if (!found) fail(`source table "${name}" does not exist`)
+    if (!['r', 'p'].includes(found!.kind))
+      fail(`source "${name}" is not a table (matview captures changes on tables)`)
+    sources.push(found!)
+  }
+  for (const [i, source] of sources.entries()) {
+    if (!shape.tables.some((t) => t.oid === source.oid)) {
+      fail(`source "${names[i]}" is not read by the query; remove it from sources`)
+    }
+  }
+  for (const table of shape.tables) {
+    if (!sources.some((s) => s.oid === table.oid)) {
+      fail(
+        `the query reads ${tableLabel(table)}, which is not in sources; add it with its key mapping, or its changes will never reach the view`,
+      )
+    }
+  }
+  const sourceColumns = new Map<string, Column[]>()
+  for (const [i, source] of sources.entries()) {
+    const columns = await columnsOf(trx, source.oid)
+    sourceColumns.set(source.oid, columns)
+    const mapping = view.sources[names[i]!]!
+    if (isQueryMapping(mapping)) continue
+    for (const keyColumn of view.key) {
+      if (!(keyColumn in mapping))
+        fail(`source "${names[i]}" maps no column to key column "${keyColumn}"`)
+    }
+    for (const [keyColumn, sourceColumn] of Object.entries(mapping)) {
+      if (!view.key.includes(keyColumn)) {
+        fail(
+          `source "${names[i]}" maps "${keyColumn}", which is not a key column (key: ${view.key.join(', ')})`,
+        )
+      }
+      requireColumns(
+        view.name,
+        [sourceColumn],
+        columns,
+        (c) =>
+          `source "${names[i]}" maps key column "${keyColumn}" to column "${c}", which ${tableLabel(source)} does not have`,
+      )
+    }
+  }
+  await requireNoNullKey(trx, view, query)
+
+  // Objects: catalog row first, for the id that names the view's own objects.
+  const { rows } = await sql<{ id: number }>`
+    INSERT INTO ${sql.id(catalog, 'views')}
+      (name, kind, definition_hash, state, target_schema, target_table, key_columns, columns)
+    VALUES (${view.name}, 'declarative', ${hash}, 'building', ${target.schema}, ${target.table},
+            ${JSON.stringify(view.key)}::jsonb, ${JSON.stringify(shape.columns.map((c) => c.name))}::jsonb)
+    RETURNING id`.execute(trx)
+  const id = Number(rows[0]!.id)
+  const objects = viewObjects(catalog, id)
+  const keyList = columnList(view.key)
+
+  await sql`CREATE TABLE ${tableRef(target)} AS SELECT * FROM (${query}) AS q WITH NO DATA`.execute(
+    trx,
+  )
+  await sql`ALTER TABLE ${tableRef(target)} ADD PRIMARY KEY (${keyList})`.execute(trx)
+  for (const index of view.indexes ?? []) {
+    await sql`CREATE INDEX ON ${tableRef(target)} (${columnList(index)})`.execute(trx)
+  }
+  await sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`.execute(
+    trx,
+  )
+  await sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now()`.execute(
+    trx,
+  )
+  // Claims read distinct keys in key order and delete by key: both use this index.
+  await sql`CREATE INDEX ON ${tableRef(objects.log)} (${keyList})`.execute(trx)
+
+  for (const [position, source] of sources.entries()) {
+    const name = names[position]!
+    const mapping = view.sources[name]!
+    const columns = sourceColumns.get(source.oid)!.map((c) => c.name)
+    if (isQueryMapping(mapping)) {
+      const stage = objects.stage(position)
+      await sql`CREATE TABLE ${tableRef(stage)} AS SELECT ${columnList(columns)} FROM ${tableRef(source)} WITH NO DATA`.execute(
+        trx,
+      )
+      await sql`ALTER TABLE ${tableRef(stage)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`.execute(
+        trx,
+      )
+      const mapped = await inspectQuery(
+        trx,
+        view.name,
+        `the mapping of source "${name}"`,
+        sql`WITH changed AS (SELECT * FROM ${tableRef(stage)}) SELECT * FROM (${mappingQuery(trx, view, name)}) AS m`,
+      )
+      requireColumns(
+        view.name,
+        view.key,
+        mapped.columns,
+        (c) => `the mapping of source "${name}" does not return key column "${c}"`,
+      )
+      await createCapture(trx, objects, catalog, position, source, {
+        kind: 'query',
+        stage,
+        sourceColumns: columns,
+      })
+    } else {
+      const mapped = view.key.map((k) => mapping[k]!)
+      // Plans the trigger's INSERT once, so a source column that cannot become the key's type fails now.
+      await sql`INSERT INTO ${tableRef(objects.log)} (${keyList}) SELECT ${columnList(mapped)} FROM ${tableRef(source)} LIMIT 0`
+        .execute(trx)
+        .catch((error) => {
+          const pgError = postgresError(error)
+          if (!pgError) throw error
+          fail(
+            `source "${name}" cannot feed the key from ${mapped.map((c) => `"${c}"`).join(', ')}: ${pgError.message}`,
+          )
+        })
+      await createCapture(trx, objects, catalog, position, source, {
+        kind: 'columns',
+        log: objects.log,
+        keyColumns: view.key,
+        sourceColumns: mapped,
+      })
+    }
+    await sql`
+      INSERT INTO ${sql.id(catalog, 'view_sources')}
+        (view, position, source_oid, source_schema, source_table, mapping)
+      VALUES (${view.name}, ${position}, ${source.oid}::int8::oid, ${source.schema}, ${source.table},
+              ${isQueryMapping(mapping) ? 'query' : 'columns'})`.execute(trx)
+  }
+}
+
+/** The target's schema and table; refuses a name taken by a table matview did not create. */
+async function resolveTarget(trx: Kysely<any>, view: DeclarativeView): Promise<QualifiedTable> {
+  const parsed = parseTableName(view.name)
+  const { rows } = await sql<{ schema: string | null }>`
+    SELECT CASE WHEN ${parsed.schema ?? null}::text IS NULL THEN pg_catalog.current_schema()
+           ELSE (SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ${parsed.schema ?? null}::text)
+           END AS schema`.execute(trx)
+  const schema = rows[0]?.schema
+  if (!schema) {
+    throw new ViewDefinitionError(
+      view.name,
+      parsed.schema
+        ? `schema "${parsed.schema}" does not exist; create it first`
+        : 'no schema to create the target in (the search_path names none that exists)',
+    )
+  }
+  const target = { schema, table: parsed.table }
+  const existing = await findTable(trx, `${schema}.${parsed.table}`)
+  if (existing) {
+    throw new ViewDefinitionError(
+      view.name,
+      `a table named "${schema}.${parsed.table}" already exists and matview did not create it; drop or rename it, or give the view another name`,
+    )
+  }
+  return target
+}
+
+/** A NULL key cannot be stored (the key is the primary key); say so now, naming the column. */
+async function requireNoNullKey(
+  trx: Kysely<any>,
+  view: DeclarativeView,
+  query: ReturnType<typeof viewQuery>,
+): Promise<void> {
+  const anyNull = sql.join(
+    view.key.map((k) => sql`q.${sql.id(k)} IS NULL`),
+    sql` OR `,
+  )
+  const { rows } = await sql<Record<string, boolean>>`
+    SELECT ${sql.join(view.key.map((k) => sql`bool_or(q.${sql.id(k)} IS NULL) AS ${sql.id(k)}`))}
+    FROM (SELECT * FROM (${query}) AS q WHERE ${anyNull} LIMIT 1) AS q`.execute(trx)
+  const nullColumn = view.key.find((k) => rows[0]?.[k])
+  if (nullColumn) {
+    throw new ViewDefinitionError(
+      view.name,
+      `the query returns a row whose key column "${nullColumn}" is NULL; a key must never be NULL (filter such rows out or coalesce them)`,
+    )
+  }
+}

@@ -1,0 +1,57 @@
+import { type RawBuilder, sql } from 'kysely'
+
+/** A table named in a definition: `schema.table`, or `table` found through the search path. */
+export interface TableName {
+  schema?: string
+  table: string
+}
+
+/**
+ * Splits a view or source name at its first dot. Names are taken literally (no SQL quoting
+ * rules), so `My Orders` is the table called exactly that; a table whose own name holds a dot
+ * must be written with its schema (`public.my.table`).
+ */
+export function parseTableName(name: string): TableName {
+  const dot = name.indexOf('.')
+  return dot > 0 ? { schema: name.slice(0, dot), table: name.slice(dot + 1) } : { table: name }
+}
+
+/** A resolved, schema-qualified table. */
+export interface QualifiedTable {
+  schema: string
+  table: string
+}
+
+export function tableRef(t: QualifiedTable): RawBuilder<unknown> {
+  return sql.id(t.schema, t.table)
+}
+
+export function displayName(t: QualifiedTable): string {
+  return `${t.schema}.${t.table}`
+}
+
+/**
+ * The objects matview keeps for one declarative view. They live in the catalog schema and are
+ * named by the view's catalog id, so a view name of any length or spelling never reaches DDL.
+ */
+export function viewObjects(catalog: string, id: number) {
+  const prefix = `${catalog}_${id}`
+  return {
+    log: { schema: catalog, table: `log_${id}` } as QualifiedTable,
+    stage: (position: number): QualifiedTable => ({
+      schema: catalog,
+      table: `stage_${id}_${position}`,
+    }),
+    captureFunction: (position: number) => sql.id(catalog, `capture_${id}_${position}`),
+    // Trigger names are per table; the catalog name in them keeps two catalogs apart.
+    trigger: (position: number, event: 'insert' | 'update' | 'delete' | 'truncate') =>
+      `${prefix}_${position}_${event}`,
+  }
+}
+
+export type ViewObjects = ReturnType<typeof viewObjects>
+
+/** `a, b, c` of quoted column names, optionally qualified by a table alias. */
+export function columnList(columns: readonly string[], alias?: string): RawBuilder<unknown> {
+  return sql.join(columns.map((c) => (alias ? sql.id(alias, c) : sql.id(c))))
+}

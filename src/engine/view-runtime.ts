@@ -1,0 +1,101 @@
+import { type Kysely, type RawBuilder, sql } from 'kysely'
+import type { ViewState } from '../catalog/view-rows.js'
+import type { DeclarativeView } from '../views/declarative.js'
+import { type QualifiedTable, type ViewObjects, viewObjects } from './names.js'
+import { constantSql, isQueryMapping, sourceNames } from './view-sql.js'
+
+/** A source whose rows are staged by its trigger and mapped to keys when a batch claims them. */
+export interface StagedSource {
+  position: number
+  name: string
+  stage: QualifiedTable
+  mapping: RawBuilder<unknown>
+}
+
+/** Everything a batch needs about a created declarative view. */
+export interface ViewRuntime {
+  name: string
+  id: number
+  catalog: string
+  target: QualifiedTable
+  key: string[]
+  columns: string[]
+  state: ViewState
+  stateReason: string | null
+  definitionHash: string | null
+  backfillCheckpoint: BackfillCheckpoint | null
+  query: RawBuilder<unknown>
+  objects: ViewObjects
+  staged: StagedSource[]
+}
+
+/** Where a backfill stands: the key-range bounds (as text) and how many ranges are done. */
+export type BackfillCheckpoint =
+  | { method: 'ranges'; bounds: string[]; done: number }
+  | { method: 'keyset'; after: string[] | null; copied: number; estimate: number }
+
+/** The view's query as SQL text without a trailing semicolon, ready to nest as a subquery. */
+export function viewQuery(db: Kysely<any>, view: DeclarativeView): RawBuilder<unknown> {
+  return sql.raw(trimQuery(constantSql(db, view.name, 'the query', view.query)))
+}
+
+export function mappingQuery(
+  db: Kysely<any>,
+  view: DeclarativeView,
+  source: string,
+): RawBuilder<unknown> {
+  const mapping = view.sources[source]!
+  if (!isQueryMapping(mapping)) throw new Error(`internal: source ${source} has a column map`)
+  return sql.raw(
+    trimQuery(constantSql(db, view.name, `the mapping of source "${source}"`, mapping)),
+  )
+}
+
+function trimQuery(text: string): string {
+  return text.trim().replace(/;+\s*$/, '')
+}
+
+/** Loads the created view from the catalog, or undefined when it was never created. */
+export async function loadViewRuntime(
+  db: Kysely<any>,
+  catalog: string,
+  view: DeclarativeView,
+): Promise<ViewRuntime | undefined> {
+  const { rows } = await sql<Record<string, any>>`
+    SELECT id, kind, state, state_reason, definition_hash, backfill_checkpoint,
+           target_schema, target_table, key_columns, columns
+    FROM ${sql.id(catalog, 'views')} WHERE name = ${view.name}`.execute(db)
+  const row = rows[0]
+  if (!row || row.kind !== 'declarative' || row.target_table === null) return undefined
+  const id = Number(row.id)
+  const objects = viewObjects(catalog, id)
+  const names = sourceNames(view)
+  const { rows: sourceRows } = await sql<{ position: number }>`
+    SELECT position FROM ${sql.id(catalog, 'view_sources')}
+    WHERE view = ${view.name} AND mapping = 'query' ORDER BY position`.execute(db)
+  return {
+    name: view.name,
+    id,
+    catalog,
+    target: { schema: row.target_schema, table: row.target_table },
+    key: parseJson(row.key_columns),
+    columns: parseJson(row.columns),
+    state: row.state,
+    stateReason: row.state_reason ?? null,
+    definitionHash: row.definition_hash ?? null,
+    backfillCheckpoint: row.backfill_checkpoint ? parseJson(row.backfill_checkpoint) : null,
+    query: viewQuery(db, view),
+    objects,
+    staged: sourceRows.map(({ position }) => ({
+      position,
+      name: names[position]!,
+      stage: objects.stage(position),
+      mapping: mappingQuery(db, view, names[position]!),
+    })),
+  }
+}
+
+/** PGlite and pg both parse jsonb; a string still arrives where a driver was told not to. */
+function parseJson<T>(value: unknown): T {
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T
+}
