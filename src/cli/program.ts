@@ -1,4 +1,5 @@
 import { Command } from 'commander'
+import { registerCreate } from './commands/create.js'
 import { registerDemo } from './commands/demo.js'
 import { registerList } from './commands/list.js'
 import { registerStatus } from './commands/status.js'
@@ -26,6 +27,7 @@ export function createProgram(version: string): Command {
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
   registerUpdate(program)
+  registerCreate(program)
   registerStatus(program)
   registerList(program)
   registerDemo(program)

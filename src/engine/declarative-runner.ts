@@ -22,7 +22,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
     if (!runtime) {
-      ctx.logger.info(`view "${view.name}": creating`)
+      ctx.logger.debug(`view "${view.name}": creating`)
       await ctx.conn.transaction().execute(async (trx) => {
         await createView(trx, ctx.schema, view).catch((error) => {
           const pgError = postgresError(error)
@@ -33,10 +33,11 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
         })
       })
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
+      ctx.notes.push('created')
     }
     checkRunnable(ctx.conn, view, runtime)
     if (runtime.state === 'building') {
-      ctx.logger.info(`view "${view.name}": backfilling`)
+      ctx.logger.debug(`view "${view.name}": backfilling`)
       const stop = await backfill(runtime, await backfillSources(ctx.conn, view), {
         conn: ctx.conn,
         batchSize: ctx.batchSize,
@@ -48,6 +49,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
         },
       })
       if (stop) return stop
+      ctx.notes.push('backfilled')
       runtime = { ...runtime, state: 'ready', backfillCheckpoint: null }
     }
     if (ctx.createOnly) return undefined

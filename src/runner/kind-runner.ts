@@ -20,6 +20,8 @@ export interface RunContext {
   readonly signal: AbortSignal
   readonly logger: Logger
   readonly counts: RunCounts
+  /** Things worth a word in the view's result line ("created", "backfilled"). */
+  readonly notes: string[]
   /** Create and backfill what is missing, apply nothing (`matview create`). */
   readonly createOnly: boolean
   /** Reports progress: `done` of `total` units (rows or keys). */

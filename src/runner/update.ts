@@ -52,6 +52,8 @@ export interface ViewResult extends RunCounts {
   error?: string
   /** The error itself, for `--verbose`. */
   cause?: unknown
+  /** What else happened: `created`, `backfilled`. */
+  notes?: string[]
   /** Work left (after a partial run) or needed (`--dry-run`). */
   pending?: PendingWork
 }
@@ -158,11 +160,13 @@ async function runView(
 ): Promise<ViewResult> {
   const started = Date.now()
   const counts: RunCounts = { inserted: 0, updated: 0, deleted: 0, batches: 0 }
+  const notes: string[] = []
   const result = (outcome: ViewResult['outcome'], extra: Partial<ViewResult> = {}): ViewResult => ({
     view: view.name,
     kind: view.kind,
     outcome,
     ...counts,
+    ...(notes.length > 0 ? { notes: [...notes] } : {}),
     durationMs: Date.now() - started,
     ...extra,
   })
@@ -195,6 +199,7 @@ async function runView(
             signal: options.budget.signal,
             logger: options.logger,
             counts,
+            notes,
             createOnly: options.createOnly ?? false,
             progress: (done, total) =>
               options.onProgress?.({ type: 'progress', view: view.name, done, total }),

@@ -8,7 +8,7 @@ import { formatSummary } from '../output/format.js'
 import { createProgressReporter } from '../output/progress.js'
 import { handleShutdownSignals } from '../signals.js'
 
-interface UpdateFlags extends GlobalOptions {
+export interface UpdateFlags extends GlobalOptions {
   views?: string[]
   models?: string[]
   batchSize?: number
@@ -59,41 +59,49 @@ Examples:
   $ matview update --dry-run                 what would be applied`,
     )
     .action(async (_flags: UpdateFlags, command: Command) => {
-      const flags = command.optsWithGlobals<UpdateFlags>()
-      const views = [...(flags.views ?? []), ...(flags.models ?? [])]
-      const live = !flags.json && process.stderr.isTTY === true
-      const reporter = createProgressReporter({
-        live,
-        write: (line) => !flags.json && console.log(line),
-      })
-      const logger = createConsoleLogger({ verbose: flags.verbose === true })
-      const shutdown = handleShutdownSignals((signal) =>
-        logger.warn(`${signal}: stopping after the current batch (send it again to exit at once)`),
-      )
-      try {
-        const summary = await withMatview(flags, (mv) =>
-          mv.update({
-            ...(views.length > 0 ? { views } : {}),
-            ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
-            ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
-            ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
-            dryRun: flags.dryRun === true,
-            wait: flags.wait === true,
-            signal: shutdown.signal,
-            logger,
-            onProgress: (event) => reporter.onProgress(event),
-          }),
-        )
-        if (flags.json) console.log(JSON.stringify(toJson(summary), null, 2))
-        else console.log(formatSummary(summary))
-        process.exitCode =
-          shutdown.exitCode() ??
-          (summary.views.some((v) => v.outcome === 'failed') ? EXIT.viewFailed : EXIT.ok)
-      } finally {
-        reporter.stop()
-        shutdown.dispose()
-      }
+      await executeUpdate(command.optsWithGlobals<UpdateFlags>())
     })
+}
+
+/** Runs `update` (or `create`, which is update without applying) and sets the exit code. */
+export async function executeUpdate(
+  flags: UpdateFlags,
+  mode: { createOnly?: boolean } = {},
+): Promise<void> {
+  const views = [...(flags.views ?? []), ...(flags.models ?? [])]
+  const live = !flags.json && process.stderr.isTTY === true
+  const reporter = createProgressReporter({
+    live,
+    write: (line) => !flags.json && console.log(line),
+  })
+  const logger = createConsoleLogger({ verbose: flags.verbose === true })
+  const shutdown = handleShutdownSignals((signal) =>
+    logger.warn(`${signal}: stopping after the current batch (send it again to exit at once)`),
+  )
+  try {
+    const summary = await withMatview(flags, (mv) =>
+      mv.update({
+        ...(views.length > 0 ? { views } : {}),
+        ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
+        ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
+        ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
+        dryRun: flags.dryRun === true,
+        createOnly: mode.createOnly === true,
+        wait: flags.wait === true,
+        signal: shutdown.signal,
+        logger,
+        onProgress: (event) => reporter.onProgress(event),
+      }),
+    )
+    if (flags.json) console.log(JSON.stringify(toJson(summary), null, 2))
+    else console.log(formatSummary(summary))
+    process.exitCode =
+      shutdown.exitCode() ??
+      (summary.views.some((v) => v.outcome === 'failed') ? EXIT.viewFailed : EXIT.ok)
+  } finally {
+    reporter.stop()
+    shutdown.dispose()
+  }
 }
 
 function toJson(summary: UpdateSummary) {

@@ -26,7 +26,8 @@ export function formatPending(p: PendingWork | null | undefined): string {
 
 /** `customer_totals: done, +10 ~2 -1 in 3 batches, 120ms` */
 export function formatResult(r: ViewResult): string {
-  const head = `${r.view}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}`
+  const why = [...(r.notes ?? []), ...(r.reason ? [r.reason] : [])]
+  const head = `${r.view}: ${r.outcome}${why.length > 0 ? ` (${why.join(', ')})` : ''}`
   if (r.outcome === 'skipped') return head
   if (r.outcome === 'dry-run') return `${r.view}: would apply ${formatPending(r.pending)}`
   const tail = r.outcome === 'failed' ? `: ${r.error}` : ''
