@@ -31,10 +31,12 @@ describe('matview CLI', () => {
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/customer_totals: done, \+\d+/)
     expect(result.stdout).toMatch(/customer_totals equals its query: yes/)
+    expect(result.stdout).toMatch(/region_totals: done \(created, backfilled\)/)
+    expect(result.stdout).toMatch(/region_totals equals its query: yes/)
   })
 
   it('prints help for every command', async () => {
-    for (const command of ['update', 'status', 'list', 'demo']) {
+    for (const command of ['update', 'create', 'status', 'list', 'demo']) {
       const result = await run([command, '--help'])
       expect(result.code).toBe(0)
       expect(result.stdout).toMatch(new RegExp(`Usage: matview ${command}`))
