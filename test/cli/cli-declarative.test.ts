@@ -68,6 +68,7 @@ describe('matview CLI with a declarative view on PostgreSQL', () => {
 
     const dryRun = await run(['update', '--dry-run'], dir)
     expect(dryRun.code).toBe(0)
+    expect(dryRun.stdout).toMatch(/customer_totals: would create and backfill it/)
     const created = await run(['create'], dir)
     expect(created.stderr).toBe('')
     expect(created.code).toBe(0)

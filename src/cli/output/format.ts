@@ -18,6 +18,7 @@ export function formatRows(r: {
 
 export function formatPending(p: PendingWork | null | undefined): string {
   if (!p) return '?'
+  if (p.detail.notCreated) return 'not created'
   const parts = Object.entries(p.detail)
     .filter(([, n]) => n > 0)
     .map(([k, n]) => `${k} ${formatCount(n)}`)
@@ -29,7 +30,10 @@ export function formatResult(r: ViewResult): string {
   const why = [...(r.notes ?? []), ...(r.reason ? [r.reason] : [])]
   const head = `${r.view}: ${r.outcome}${why.length > 0 ? ` (${why.join(', ')})` : ''}`
   if (r.outcome === 'skipped') return head
-  if (r.outcome === 'dry-run') return `${r.view}: would apply ${formatPending(r.pending)}`
+  if (r.outcome === 'dry-run') {
+    if (r.pending?.detail.notCreated) return `${r.view}: would create and backfill it`
+    return `${r.view}: would apply ${formatPending(r.pending)}`
+  }
   const tail = r.outcome === 'failed' ? `: ${r.error}` : ''
   const left = r.outcome === 'partial' && r.pending ? `, ${formatPending(r.pending)} left` : ''
   return `${head}, ${formatRows(r)}, ${formatDuration(r.durationMs)}${left}${tail}`
