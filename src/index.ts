@@ -25,6 +25,7 @@ export {
   ViewDefinitionError,
   ViewRunError,
 } from './errors/matview-error.js'
+export type { DropResult } from './engine/drop-view.js'
 export { createMatview, Matview, status, update } from './matview.js'
 export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'

@@ -7,6 +7,7 @@ import {
   resolveConfig,
 } from './config/resolve-config.js'
 import { connect, type Database } from './dialects/connect.js'
+import { type DropResult, dropView } from './engine/drop-view.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
 import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
 
@@ -54,6 +55,14 @@ export class Matview {
   /** A view's runs, newest first. */
   history(view: string, limit = 20): Promise<RunRecord[]> {
     return listRuns(this.database.db, this.config.schema, view, limit)
+  }
+
+  /** Drops views from the database (see `matview drop`), one after the other. */
+  async drop(names: string[], options: { keepTable?: boolean } = {}): Promise<DropResult[]> {
+    const results: DropResult[] = []
+    for (const name of names)
+      results.push(await dropView(this.database, this.config, name, options))
+    return results
   }
 
   /** Closes the connection matview opened (never an application's own Kysely instance). */

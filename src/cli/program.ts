@@ -1,6 +1,8 @@
 import { Command } from 'commander'
 import { registerCreate } from './commands/create.js'
 import { registerDemo } from './commands/demo.js'
+import { registerDrop } from './commands/drop.js'
+import { registerHistory } from './commands/history.js'
 import { registerList } from './commands/list.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
@@ -29,6 +31,8 @@ export function createProgram(version: string): Command {
   registerUpdate(program)
   registerCreate(program)
   registerStatus(program)
+  registerHistory(program)
+  registerDrop(program)
   registerList(program)
   registerDemo(program)
   for (const command of program.commands)

@@ -1,0 +1,80 @@
+import { sql } from 'kysely'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { defineView, Matview } from '../../src/index.js'
+import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+
+const customerTotals = defineView({
+  name: 'customer_totals',
+  key: ['customer_id'],
+  query: customerTotalsQuery,
+  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
+})
+const bigCustomers = defineView({
+  name: 'big_customers',
+  key: ['customer_id'],
+  query: sql`SELECT customer_id, total_cents FROM customer_totals WHERE total_cents > 50000`,
+  sources: { customer_totals: { customer_id: 'customer_id' } },
+})
+
+describe.each(DIALECTS)('matview drop on %s', (dialect) => {
+  let database: TestDatabase
+  beforeEach(async () => {
+    database = await freshDatabase(dialect)
+    await createDemoSchema(database.db, { customers: 50, orders: 500 })
+  })
+  afterEach(async () => {
+    await database?.close()
+  })
+
+  const objects = async () => {
+    const { rows } = await sql<{ name: string }>`
+      SELECT n.nspname || '.' || c.relname AS name FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND n.nspname IN ('public', 'matview') ORDER BY 1`.execute(database.db)
+    const { rows: triggers } = await sql<{ name: string }>`
+      SELECT tgname AS name FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1`.execute(database.db)
+    return { tables: rows.map((r) => r.name), triggers: triggers.map((t) => t.name) }
+  }
+
+  it('refuses a view another view reads, then drops reader and view with all their objects', async () => {
+    const mv = await Matview.open({ database, views: [customerTotals, bigCustomers] })
+    const before = await objects()
+    await mv.update()
+    expect((await objects()).triggers.length).toBeGreaterThan(0)
+
+    await expect(mv.drop(['customer_totals'])).rejects.toThrow(
+      'cannot drop view "customer_totals": view "big_customers" reads its table; drop it first',
+    )
+    expect((await mv.drop(['big_customers', 'customer_totals']))[1]).toEqual({
+      view: 'customer_totals',
+      droppedTable: true,
+    })
+    // Writes to the sources no longer reach any log.
+    await sql`UPDATE orders SET amount_cents = 1`.execute(database.db)
+    const after = await objects()
+    expect(after.triggers).toEqual([])
+    expect(after.tables.filter((t) => !t.startsWith('matview.'))).toEqual(
+      before.tables.filter((t) => !t.startsWith('matview.')),
+    )
+    expect(after.tables.filter((t) => /matview\.(log|stage)_/.test(t))).toEqual([])
+    const { rows } = await sql`SELECT name FROM matview.views`.execute(database.db)
+    expect(rows).toEqual([])
+    await expect(mv.drop(['customer_totals'])).rejects.toThrow(/not in the catalog/)
+    await mv.close()
+  })
+
+  it('--keep-table leaves the rows as a plain table that then blocks re-creating the view', async () => {
+    const mv = await Matview.open({ database, views: [customerTotals] })
+    await mv.update()
+    const { rows: before } = await sql`SELECT * FROM customer_totals ORDER BY 1`.execute(database.db)
+    await mv.drop(['customer_totals'], { keepTable: true })
+    const { rows: kept } = await sql`SELECT * FROM customer_totals ORDER BY 1`.execute(database.db)
+    expect(kept).toEqual(before)
+    // The kept table is now the application's: the view's name is taken.
+    const [again] = (await mv.update()).views
+    expect(again!.outcome).toBe('failed')
+    expect(again!.error).toMatch(/already exists and matview did not create it/)
+    await mv.close()
+  })
+})
