@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely'
-import { ViewRunError } from '../errors/matview-error.js'
 import type { StopReason } from '../runner/kind-runner.js'
-import { batchError, duplicateKeyError } from './apply-batch.js'
+import { batchError } from './apply-batch.js'
+import { duplicateKeyError, nullKeyError } from './key-error.js'
 import { keyAfter, keyColumns, keyRow, keysAsText } from './key-sql.js'
 import { columnList, tableRef } from './names.js'
 import { postgresError, SQLSTATE } from './postgres-errors.js'
@@ -128,9 +128,11 @@ async function planBackfill(
   const fractions = Array.from({ length: ranges - 1 }, (_, i) => (i + 1) / ranges)
   const percent = Math.min(100, (100 * SAMPLE_ROWS) / best.rows)
   const column = sql.id('s', best.column)
+  // The alias goes before TABLESAMPLE (`t TABLESAMPLE … AS s` is a syntax error): found by
+  // test/engine/shapes.test.ts, as the small views never reach this path.
   const { rows } = await sql<{ bounds: unknown }>`
     SELECT (percentile_disc(${fractions}::float8[]) WITHIN GROUP (ORDER BY ${column}))::text[] AS bounds
-    FROM ${tableRef(best)} TABLESAMPLE SYSTEM (${percent}::float4) AS s
+    FROM ${tableRef(best)} AS s TABLESAMPLE SYSTEM (${percent}::float4)
     WHERE ${column} IS NOT NULL`.execute(db)
   // Equal bounds (a skewed column) would make empty ranges.
   const bounds = [...new Set(parseTextArray(rows[0]?.bounds))]
@@ -219,11 +221,7 @@ function backfillError(view: ViewRuntime, error: unknown): Error {
     pgError.column &&
     view.key.includes(pgError.column)
   ) {
-    return new ViewRunError(
-      view.name,
-      `the query returns a row whose key column "${pgError.column}" is NULL; a key must never be NULL (filter such rows out or coalesce them)`,
-      { cause: error },
-    )
+    return nullKeyError(view, pgError.column, error)
   }
   return batchError(view, 'backfilling', error)
 }

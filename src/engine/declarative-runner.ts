@@ -5,7 +5,9 @@ import type { DeclarativeView } from '../views/declarative.js'
 import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
 import { backfill } from './backfill.js'
 import { createView } from './create-view.js'
+import { discardUnfinishedView } from './drop-view.js'
 import { findTable } from './inspect-definition.js'
+import { KeyError } from './key-error.js'
 import { keyColumns } from './key-sql.js'
 import { tableRef } from './names.js'
 import { pendingWork } from './pending.js'
@@ -21,6 +23,15 @@ import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
 export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
+    if (
+      runtime?.state === 'building' &&
+      runtime.definitionHash !== definitionHash(ctx.conn, view)
+    ) {
+      // Never served: start again from the new definition rather than ask for a rebuild.
+      await discard(ctx, runtime)
+      ctx.notes.push('definition changed while building: started again')
+      runtime = undefined
+    }
     if (!runtime) {
       ctx.logger.debug(`view "${view.name}": creating`)
       await ctx.conn.transaction().execute(async (trx) => {
@@ -38,16 +49,29 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
     checkRunnable(ctx.conn, view, runtime)
     if (runtime.state === 'building') {
       ctx.logger.debug(`view "${view.name}": backfilling`)
-      const stop = await backfill(runtime, await backfillSources(ctx.conn, view), {
-        conn: ctx.conn,
-        batchSize: ctx.batchSize,
-        shouldStop: ctx.shouldStop,
-        progress: ctx.progress,
-        onBatch: (rows) => {
-          ctx.counts.batches++
-          ctx.counts.inserted += rows
-        },
-      })
+      let stop: StopReason | undefined
+      try {
+        stop = await backfill(runtime, await backfillSources(ctx.conn, view), {
+          conn: ctx.conn,
+          batchSize: ctx.batchSize,
+          shouldStop: ctx.shouldStop,
+          progress: ctx.progress,
+          onBatch: (rows) => {
+            ctx.counts.batches++
+            ctx.counts.inserted += rows
+          },
+        })
+      } catch (error) {
+        // A duplicate or NULL key is the definition's fault: keep nothing of a view that was
+        // never ready, so the fixed definition starts clean (DESIGN, invariant 4).
+        if (error instanceof KeyError) {
+          await discard(ctx, runtime)
+          throw new ViewRunError(view.name, `${error.detail}; nothing of the view was kept`, {
+            cause: error,
+          })
+        }
+        throw error
+      }
       if (stop) return stop
       ctx.notes.push('backfilled')
       runtime = { ...runtime, state: 'ready', backfillCheckpoint: null }
@@ -61,6 +85,10 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
     if (!runtime) return { total: 0, detail: { notCreated: 1 }, lagSeconds: null }
     return pendingWork(db, runtime)
   },
+}
+
+async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
+  await ctx.conn.transaction().execute((trx) => discardUnfinishedView(trx, ctx.schema, runtime))
 }
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */

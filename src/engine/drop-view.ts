@@ -2,7 +2,7 @@ import { type Kysely, sql } from 'kysely'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { UsageError } from '../errors/matview-error.js'
-import { tableRef, viewObjects } from './names.js'
+import { type QualifiedTable, tableRef, viewObjects } from './names.js'
 
 export interface DropResult {
   view: string
@@ -82,6 +82,20 @@ export async function dropView(
       await database.adapter.unlock(conn, key).catch(() => {})
     }
   })
+}
+
+/**
+ * Removes a declarative view that never became ready (its backfill met a bad key, or its
+ * definition changed before it was ever served): objects, catalog row and the target it made.
+ */
+export async function discardUnfinishedView(
+  trx: Kysely<any>,
+  catalog: string,
+  view: { name: string; id: number; target: QualifiedTable },
+): Promise<void> {
+  await dropObjects(trx, catalog, view.name, view.id)
+  await sql`DELETE FROM ${sql.id(catalog, 'views')} WHERE name = ${view.name}`.execute(trx)
+  await sql`DROP TABLE IF EXISTS ${tableRef(view.target)}`.execute(trx)
 }
 
 async function dropObjects(

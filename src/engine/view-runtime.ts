@@ -66,7 +66,7 @@ export async function loadViewRuntime(
            target_schema, target_table, key_columns, columns
     FROM ${sql.id(catalog, 'views')} WHERE name = ${view.name}`.execute(db)
   const row = rows[0]
-  if (!row || row.kind !== 'declarative' || row.target_table === null) return undefined
+  if (row?.kind !== 'declarative' || row.target_table === null) return undefined
   const id = Number(row.id)
   const objects = viewObjects(catalog, id)
   const names = sourceNames(view)
