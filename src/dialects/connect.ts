@@ -111,6 +111,10 @@ async function connectPostgres(url: string): Promise<Database> {
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process instead of failing the next query.
   pool.on('error', () => {})
+  // A checked-out client that loses its server (restart, failover, a killed backend) rejects
+  // its queries, which is how the run learns of it, and also emits 'error' on itself: with no
+  // listener that would crash the process. pg-pool discards the dead client on release.
+  pool.on('connect', (client) => client.on('error', () => {}))
   try {
     const client = await pool.connect()
     client.release()

@@ -190,6 +190,10 @@ async function insertPage(
 ): Promise<{ rows: number; last: string[] | undefined }> {
   const cols = columnList(view.columns)
   const where = after ? sql`WHERE ${keyAfter(view.key, 'q', after)}` : sql``
+  // DESC on every key column: `ORDER BY a, b DESC` took the last page row by `a` ascending, so
+  // with a two-column key the cursor went back and the next page inserted a key twice
+  // (test/engine/shapes.test.ts, UNION ALL view).
+  const descending = sql.join(view.key.map((k) => sql`${sql.id('p', k)} DESC`))
   try {
     const { rows } = await sql<Record<string, unknown>>`
       WITH page AS (
@@ -201,7 +205,7 @@ async function insertPage(
       SELECT (SELECT count(*) FROM page) AS n, last.*
       FROM (SELECT 1) AS one
       LEFT JOIN (SELECT ${keysAsText(view.key, 'p')} FROM page AS p
-                 ORDER BY ${keyColumns(view.key, 'p')} DESC LIMIT 1) AS last ON true`.execute(db)
+                 ORDER BY ${descending} LIMIT 1) AS last ON true`.execute(db)
     const row = rows[0]!
     const n = Number(row.n)
     return { rows: n, last: n > 0 ? keyRow(row, view.key.length) : undefined }

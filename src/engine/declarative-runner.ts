@@ -122,6 +122,9 @@ async function backfillSources(db: Kysely<any>, view: DeclarativeView) {
   return found
 }
 
+/** Staged rows mapped per statement: bounded so each statement stays short. */
+const STAGE_CHUNK = 10_000
+
 async function applyPending(view: ViewRuntime, ctx: RunContext): Promise<StopReason | undefined> {
   let after: string[] | undefined
   let done = 0
@@ -129,9 +132,18 @@ async function applyPending(view: ViewRuntime, ctx: RunContext): Promise<StopRea
   while (true) {
     const stop = ctx.shouldStop()
     if (stop) return stop
+    // Map every staged row before claiming, so a key that many changed rows map to is
+    // recomputed once, not once per chunk (DESIGN, Claim: deduplicate across the whole log).
     let staged = 0
-    for (const source of view.staged)
-      staged += await resolveStaged(ctx.conn, view, source, ctx.batchSize)
+    for (const source of view.staged) {
+      while (true) {
+        const stop = ctx.shouldStop()
+        if (stop) return stop
+        const resolved = await resolveStaged(ctx.conn, view, source, STAGE_CHUNK)
+        staged += resolved
+        if (resolved < STAGE_CHUNK) break
+      }
+    }
     const keys = await claimKeys(ctx.conn, view, ctx.batchSize, after)
     if (keys.length === 0) {
       // Wrapped past the last key: start again from the first, unless nothing is left at all.
