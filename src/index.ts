@@ -12,6 +12,7 @@ export {
 } from './config/resolve-config.js'
 export { connect, type Database, type DatabaseSpec } from './dialects/connect.js'
 export type { DialectAdapter, LockKey } from './dialects/dialect-adapter.js'
+export type { DropResult } from './engine/drop-view.js'
 export {
   CatalogVersionError,
   ConfigError,
@@ -25,7 +26,6 @@ export {
   ViewDefinitionError,
   ViewRunError,
 } from './errors/matview-error.js'
-export type { DropResult } from './engine/drop-view.js'
 export { createMatview, Matview, status, update } from './matview.js'
 export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'

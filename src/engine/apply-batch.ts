@@ -54,11 +54,19 @@ export async function applyKeys(
   // column type, and json, xml or point have none, so a view with a json column failed every
   // batch (test/engine/shapes.test.ts). Same image means same value, so no change is missed;
   // NULLs compare equal to NULLs. The target has exactly the query's columns, so whole rows.
-  const onConflict =
+  // A key the query returns twice must fail the batch, never be stored as whichever row came
+  // last: the conflict's WHERE lets a duplicated key through, so its second row "affects the row
+  // a second time" and PostgreSQL raises, even when the first row equals the stored one.
+  const duplicated = sql`EXISTS (SELECT 1 FROM dups AS d WHERE ${sql.join(
+    view.key.map((k) => sql`d.${sql.id(k)} = excluded.${sql.id(k)}`),
+    sql` AND `,
+  )})`
+  const assignments =
     values.length === 0
-      ? sql`DO NOTHING`
-      : sql`DO UPDATE SET ${sql.join(values.map((c) => sql`${sql.id(c)} = excluded.${sql.id(c)}`))}
-            WHERE NOT (t OPERATOR(pg_catalog.*=) excluded)`
+      ? [sql`${sql.id(view.key[0]!)} = excluded.${sql.id(view.key[0]!)}`]
+      : values.map((c) => sql`${sql.id(c)} = excluded.${sql.id(c)}`)
+  const changed = values.length === 0 ? sql`false` : sql`NOT (t OPERATOR(pg_catalog.*=) excluded)`
+  const onConflict = sql`DO UPDATE SET ${sql.join(assignments)} WHERE ${changed} OR ${duplicated}`
   const sameKey = sql.join(
     view.key.map((k) => sql`f.${sql.id(k)} = t.${sql.id(k)}`),
     sql` AND `,
@@ -69,6 +77,8 @@ export async function applyKeys(
         DELETE FROM ${tableRef(view.objects.log)} AS l WHERE ${keyIn(view.key, 'l', keys)} RETURNING 1
       ), fresh AS MATERIALIZED (
         SELECT ${columnList(view.columns, 'q')} FROM (${view.query}) AS q WHERE ${keyIn(view.key, 'q', keys)}
+      ), dups AS (
+        SELECT ${keyColumns(view.key)} FROM fresh GROUP BY ${keyColumns(view.key)} HAVING count(*) > 1
       ), upserted AS (
         INSERT INTO ${target} AS t (${cols}) SELECT ${cols} FROM fresh
         ON CONFLICT (${keyColumns(view.key)}) ${onConflict}

@@ -11,6 +11,7 @@ import {
   requireColumns,
   tableLabel,
 } from './inspect-definition.js'
+import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { postgresError } from './postgres-errors.js'
 import { mappingQuery, viewQuery } from './view-runtime.js'
@@ -37,7 +38,25 @@ export async function createView(
   // Checks: the key, the sources, what the query reads and returns.
   if (new Set(view.key).size !== view.key.length)
     fail(`key names a column twice: ${view.key.join(', ')}`)
-  const target = await resolveTarget(trx, view)
+  const target = await resolveTarget(trx, catalog, view)
+  // Sources first: a query over a table that does not exist would otherwise only say
+  // "relation does not exist", without naming it as the source to create or correct.
+  const names = sourceNames(view)
+  const sources: FoundTable[] = []
+  for (const name of names) {
+    const found = await findTable(trx, name)
+    if (!found) {
+      // Names are matched as written; `Orders` for a table created unquoted is a common slip.
+      const folded =
+        name.toLowerCase() !== name ? await findTable(trx, name.toLowerCase()) : undefined
+      fail(
+        `source table "${name}" does not exist; create it first or fix the name${folded ? ` (did you mean "${name.toLowerCase()}"? names are matched exactly as written)` : ''}`,
+      )
+    }
+    if (!['r', 'p'].includes(found!.kind))
+      fail(`source "${name}" is not a table (matview captures changes on tables)`)
+    sources.push(found!)
+  }
   const shape = await inspectQuery(trx, view.name, 'the query', query)
   requireColumns(
     view.name,
@@ -52,15 +71,6 @@ export async function createView(
       shape.columns,
       (c) => `index column "${c}" is not a column of the query's result`,
     )
-  }
-  const names = sourceNames(view)
-  const sources: FoundTable[] = []
-  for (const name of names) {
-    const found = await findTable(trx, name)
-    if (!found) fail(`source table "${name}" does not exist`)
-    if (!['r', 'p'].includes(found!.kind))
-      fail(`source "${name}" is not a table (matview captures changes on tables)`)
-    sources.push(found!)
   }
   for (const [i, source] of sources.entries()) {
     if (!shape.tables.some((t) => t.oid === source.oid)) {
@@ -82,7 +92,9 @@ export async function createView(
     if (isQueryMapping(mapping)) continue
     for (const keyColumn of view.key) {
       if (!(keyColumn in mapping))
-        fail(`source "${names[i]}" maps no column to key column "${keyColumn}"`)
+        fail(
+          `source "${names[i]}" maps no column to key column "${keyColumn}"; map every key column, or map the source with a SQL query over "changed" that returns the key`,
+        )
     }
     for (const [keyColumn, sourceColumn] of Object.entries(mapping)) {
       if (!view.key.includes(keyColumn)) {
@@ -99,7 +111,7 @@ export async function createView(
       )
     }
   }
-  await requireNoNullKey(trx, view, query)
+  await requireUsableKey(trx, view, query)
 
   // Objects: catalog row first, for the id that names the view's own objects.
   const { rows } = await sql<{ id: number }>`
@@ -185,12 +197,38 @@ export async function createView(
 }
 
 /** The target's schema and table; refuses a name taken by a table matview did not create. */
-async function resolveTarget(trx: Kysely<any>, view: DeclarativeView): Promise<QualifiedTable> {
+async function resolveTarget(
+  trx: Kysely<any>,
+  catalog: string,
+  view: DeclarativeView,
+): Promise<QualifiedTable> {
   const parsed = parseTableName(view.name)
-  const { rows } = await sql<{ schema: string | null }>`
+  // `kept`: the names as PostgreSQL stores them (cut to NAMEDATALEN - 1 bytes).
+  const { rows } = await sql<{
+    schema: string | null
+    kept_schema: string | null
+    kept: string
+    limit: string
+  }>`
     SELECT CASE WHEN ${parsed.schema ?? null}::text IS NULL THEN pg_catalog.current_schema()
            ELSE (SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ${parsed.schema ?? null}::text)
-           END AS schema`.execute(trx)
+           END AS schema,
+           ${parsed.schema ?? null}::text::name::text AS kept_schema,
+           ${parsed.table}::text::name::text AS kept,
+           pg_catalog.current_setting('max_identifier_length') AS limit`.execute(trx)
+  // A longer name would be cut silently: the target would get another name than the view's,
+  // the clash check below would miss a table of that name, and two long names could collide.
+  for (const [part, kept] of [
+    [parsed.schema, rows[0]?.kept_schema],
+    [parsed.table, rows[0]?.kept],
+  ] as const) {
+    if (part !== undefined && kept !== part) {
+      throw new ViewDefinitionError(
+        view.name,
+        `"${part}" is ${Buffer.byteLength(part)} bytes long, longer than PostgreSQL's limit of ${rows[0]?.limit} bytes for a name, which would cut it to "${kept}"; choose a shorter name`,
+      )
+    }
+  }
   const schema = rows[0]?.schema
   if (!schema) {
     throw new ViewDefinitionError(
@@ -198,6 +236,14 @@ async function resolveTarget(trx: Kysely<any>, view: DeclarativeView): Promise<Q
       parsed.schema
         ? `schema "${parsed.schema}" does not exist; create it first`
         : 'no schema to create the target in (the search_path names none that exists)',
+    )
+  }
+  // The catalog schema holds the views' own objects (log_ID, stage_ID_N): a target there
+  // could take the name of one made later.
+  if (schema === catalog) {
+    throw new ViewDefinitionError(
+      view.name,
+      `schema "${catalog}" is matview's catalog; create the view in another schema`,
     )
   }
   const target = { schema, table: parsed.table }
@@ -211,8 +257,14 @@ async function resolveTarget(trx: Kysely<any>, view: DeclarativeView): Promise<Q
   return target
 }
 
-/** A NULL key cannot be stored (the key is the primary key); say so now, naming the column. */
-async function requireNoNullKey(
+/**
+ * A NULL key cannot be stored (the key is the target's primary key): say so now, naming the
+ * column. `key IS NULL … LIMIT 1` is pushed down to the base tables like any key qual, so the
+ * check costs little. A duplicate key is found by the backfill (which then discards the view:
+ * nothing is kept) or by a batch, both naming the value: looking for it here would compute the
+ * whole query once more before the backfill computes it again.
+ */
+async function requireUsableKey(
   trx: Kysely<any>,
   view: DeclarativeView,
   query: ReturnType<typeof viewQuery>,
@@ -221,14 +273,21 @@ async function requireNoNullKey(
     view.key.map((k) => sql`q.${sql.id(k)} IS NULL`),
     sql` OR `,
   )
-  const { rows } = await sql<Record<string, boolean>>`
-    SELECT ${sql.join(view.key.map((k) => sql`bool_or(q.${sql.id(k)} IS NULL) AS ${sql.id(k)}`))}
-    FROM (SELECT * FROM (${query}) AS q WHERE ${anyNull} LIMIT 1) AS q`.execute(trx)
-  const nullColumn = view.key.find((k) => rows[0]?.[k])
-  if (nullColumn) {
-    throw new ViewDefinitionError(
-      view.name,
-      `the query returns a row whose key column "${nullColumn}" is NULL; a key must never be NULL (filter such rows out or coalesce them)`,
-    )
-  }
+  const nullFlags = sql.join(
+    view.key.map((k, i) => sql`q.${sql.id(k)} IS NULL AS ${sql.id(`null_${i}`)}`),
+  )
+  const { rows } = await sql<Record<string, unknown>>`
+    SELECT ${nullFlags} FROM (${query}) AS q WHERE ${anyNull} LIMIT 1`
+    .execute(trx)
+    .catch((error) => {
+      const pgError = postgresError(error)
+      if (!pgError) throw error
+      throw new ViewDefinitionError(view.name, `the query fails when run: ${pgError.message}`, {
+        cause: error,
+      })
+    })
+  const row = rows[0]
+  if (!row) return
+  const nullColumn = view.key.find((_, i) => row[`null_${i}`] === true)!
+  throw nullKeyError(view, nullColumn)
 }

@@ -66,7 +66,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
         // never ready, so the fixed definition starts clean (DESIGN, invariant 4).
         if (error instanceof KeyError) {
           await discard(ctx, runtime)
-          throw new ViewRunError(view.name, `${error.detail}; nothing of the view was kept`, {
+          throw new KeyError(view.name, `${error.detail}; nothing of the view was kept`, {
             cause: error,
           })
         }

@@ -1,7 +1,7 @@
-import { ViewRunError } from '../errors/matview-error.js'
+import { ViewDefinitionError } from '../errors/matview-error.js'
 
 /** The query returned a duplicate or NULL key: the definition is wrong, not the batch. */
-export class KeyError extends ViewRunError {
+export class KeyError extends ViewDefinitionError {
   /** The problem without the view's name, to build on. */
   readonly detail: string
   constructor(view: string, detail: string, options?: { cause?: unknown }) {
