@@ -26,13 +26,14 @@ export interface RunRecord extends RunCounts {
 export async function startRun(db: Kysely<any>, schema: string, view: string): Promise<number> {
   // The caller holds the view's lock, so a run still marked running has no process left: it
   // was killed, or lost its connection, before it could record how it ended.
-  await sql`
-    UPDATE ${sql.id(schema)}.runs
-    SET outcome = 'interrupted', finished_at = clock_timestamp(),
-        error = coalesce(error, 'the process running it stopped before it could record the end')
-    WHERE view = ${view} AND outcome = 'running'
-  `.execute(db)
+  // One statement: `update` with nothing to do is a handful of round trips, each one counts.
   const { rows } = await sql<{ id: string }>`
+    WITH stale AS (
+      UPDATE ${sql.id(schema)}.runs
+      SET outcome = 'interrupted', finished_at = clock_timestamp(),
+          error = coalesce(error, 'the process running it stopped before it could record the end')
+      WHERE view = ${view} AND outcome = 'running'
+    )
     INSERT INTO ${sql.id(schema)}.runs (view, host, pid)
     VALUES (${view}, ${hostname()}, ${process.pid})
     RETURNING id

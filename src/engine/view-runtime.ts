@@ -61,18 +61,19 @@ export async function loadViewRuntime(
   catalog: string,
   view: DeclarativeView,
 ): Promise<ViewRuntime | undefined> {
+  // One round trip: it runs at the start of every view's run.
   const { rows } = await sql<Record<string, any>>`
     SELECT id, kind, state, state_reason, definition_hash, backfill_checkpoint,
-           target_schema, target_table, key_columns, columns
-    FROM ${sql.id(catalog, 'views')} WHERE name = ${view.name}`.execute(db)
+           target_schema, target_table, key_columns, columns,
+           ARRAY(SELECT vs.position FROM ${sql.id(catalog, 'view_sources')} AS vs
+                 WHERE vs.view = v.name AND vs.mapping = 'query' ORDER BY vs.position) AS staged
+    FROM ${sql.id(catalog, 'views')} AS v WHERE name = ${view.name}`.execute(db)
   const row = rows[0]
   if (row?.kind !== 'declarative' || row.target_table === null) return undefined
   const id = Number(row.id)
   const objects = viewObjects(catalog, id)
   const names = sourceNames(view)
-  const { rows: sourceRows } = await sql<{ position: number }>`
-    SELECT position FROM ${sql.id(catalog, 'view_sources')}
-    WHERE view = ${view.name} AND mapping = 'query' ORDER BY position`.execute(db)
+  const sourceRows = (row.staged as number[]).map((position) => ({ position: Number(position) }))
   return {
     name: view.name,
     id,
