@@ -55,32 +55,41 @@ export async function createCapture(
 }
 
 function functionBody(target: CaptureTarget): RawBuilder<unknown> {
-  const rowsOf = (transition: string) => {
-    if (target.kind === 'query') {
-      return sql`SELECT ${columnList(target.sourceColumns)} FROM ${sql.id(transition)}`
-    }
+  const cols = columnList(target.sourceColumns)
+  let insert: RawBuilder<unknown>
+  let update: RawBuilder<unknown>
+  let remove: RawBuilder<unknown>
+  if (target.kind === 'query') {
+    // Staged rows keep both images of an update: the mapping may need either.
+    const into = sql`INSERT INTO ${tableRef(target.stage)} (${cols})`
+    insert = sql`${into} SELECT ${cols} FROM new_rows`
+    update = sql`${into} SELECT ${cols} FROM new_rows UNION ALL SELECT ${cols} FROM old_rows`
+    remove = sql`${into} SELECT ${cols} FROM old_rows`
+  } else {
+    // Each key once per statement, in key order: a bulk write logs (and indexes) fewer rows,
+    // and in order. An update logs the old and the new key, as a row can move between keys.
     // A NULL key names no view row (the view's key is NOT NULL), so it is not logged.
     const notNull = sql.join(
       target.sourceColumns.map((c) => sql`${sql.id(c)} IS NOT NULL`),
       sql` AND `,
     )
-    return sql`SELECT ${columnList(target.sourceColumns)} FROM ${sql.id(transition)} WHERE ${notNull}`
+    const keys = (from: RawBuilder<unknown>) =>
+      sql`INSERT INTO ${tableRef(target.log)} (${columnList(target.keyColumns)})
+    SELECT DISTINCT ${cols} FROM ${from} WHERE ${notNull} ORDER BY ${cols}`
+    insert = keys(sql`new_rows`)
+    update = keys(
+      sql`(SELECT ${cols} FROM new_rows UNION ALL SELECT ${cols} FROM old_rows) AS changed`,
+    )
+    remove = keys(sql`old_rows`)
   }
-  const into =
-    target.kind === 'columns'
-      ? sql`INSERT INTO ${tableRef(target.log)} (${columnList(target.keyColumns)})`
-      : sql`INSERT INTO ${tableRef(target.stage)} (${columnList(target.sourceColumns)})`
-  // An update logs the old and the new key: a row can move from one key to another. For keys,
-  // UNION drops the pairs an update left unchanged; staged rows keep both images.
-  const both = target.kind === 'columns' ? sql`UNION` : sql`UNION ALL`
   return sql`
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    ${into} ${rowsOf('new_rows')};
+    ${insert};
   ELSIF TG_OP = 'UPDATE' THEN
-    ${into} ${rowsOf('new_rows')} ${both} ${rowsOf('old_rows')};
+    ${update};
   ELSE
-    ${into} ${rowsOf('old_rows')};
+    ${remove};
   END IF;
   RETURN NULL;
 END`
