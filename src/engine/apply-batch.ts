@@ -16,6 +16,11 @@ export interface BatchCounts {
  * Up to `limit` distinct pending keys, in key order after `after` (a cursor that makes a long
  * drain visit every key before it comes back to a hot one). Reads only: the apply statement
  * deletes their log rows.
+ *
+ * A loose index scan: each step asks the log's index for the next key after the previous one,
+ * so the cost is one index probe per key, whatever the log's size, its duplicates or its
+ * statistics. (`SELECT DISTINCT … LIMIT` was planned as a scan of the whole log: the log
+ * churns, its statistics lag, and a hot key logged a thousand times was read a thousand times.)
  */
 export async function claimKeys(
   db: Kysely<any>,
@@ -24,11 +29,20 @@ export async function claimKeys(
   after: string[] | undefined,
 ): Promise<string[][]> {
   const log = tableRef(view.objects.log)
-  const where = after ? sql`WHERE ${keyAfter(view.key, 'l', after)}` : sql``
+  const cols = keyColumns(view.key, 'l')
+  const start = after ? sql`WHERE ${keyAfter(view.key, 'l', after)}` : sql``
+  const next = sql`WHERE (${cols}) > (${keyColumns(view.key, 'k')})`
   const { rows } = await sql<Record<string, unknown>>`
-    SELECT ${keysAsText(view.key, 'c')}
-    FROM (SELECT DISTINCT ${keyColumns(view.key, 'l')} FROM ${log} AS l ${where}
-          ORDER BY ${keyColumns(view.key, 'l')} LIMIT ${limit}) AS c`.execute(db)
+    WITH RECURSIVE k AS (
+      (SELECT ${cols}, 1 AS n FROM ${log} AS l ${start} ORDER BY ${cols} LIMIT 1)
+      UNION ALL
+      SELECT ${keyColumns(view.key, 'step')}, k.n + 1
+      FROM k CROSS JOIN LATERAL (
+        SELECT ${cols} FROM ${log} AS l ${next} ORDER BY ${cols} LIMIT 1
+      ) AS step
+      WHERE k.n < ${limit}
+    )
+    SELECT ${keysAsText(view.key, 'k')} FROM k`.execute(db)
   return rows.map((row) => keyRow(row, view.key.length))
 }
 
