@@ -27,7 +27,7 @@ export async function createDemoSchema(
   `.execute(db)
   await sql`
     INSERT INTO orders (customer_id, amount_cents, status)
-    SELECT 1 + (g * 7919) % ${size.customers}::int, 100 + (g * 31) % 10000,
+    SELECT 1 + (g::bigint * 7919) % ${size.customers}::int, 100 + (g * 31) % 10000,
            CASE WHEN g % 5 = 0 THEN 'pending' ELSE 'paid' END
     FROM generate_series(1, ${size.orders}::int) AS g
   `.execute(db)

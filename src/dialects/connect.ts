@@ -95,6 +95,18 @@ export async function connect(
   )
 }
 
+/**
+ * Planner settings for matview's own connections. A batch reads the rows of a few keys that were
+ * just written, so they are in memory; with PostgreSQL's default random_page_cost (4, tuned for
+ * spinning disks) a 100-key recompute of a join hashes the whole dimension table instead of
+ * probing its primary key, 2 to 3 times slower. At 2, small batches probe and large ones (a
+ * drain, 20,000 keys) still read their rows with a bitmap scan; at 1.1 those turned into
+ * random index scans, 5 times slower (measured on the canonical workload, bench/RESULTS.md).
+ * JIT compiles for tens of milliseconds, longer than a batch runs. Connections an application
+ * hands us are left alone.
+ */
+const PLANNER_SETTINGS = 'SET random_page_cost = 2; SET jit = off'
+
 async function connectPostgres(url: string): Promise<Database> {
   let parsed: URL
   try {
@@ -114,7 +126,11 @@ async function connectPostgres(url: string): Promise<Database> {
   // A checked-out client that loses its server (restart, failover, a killed backend) rejects
   // its queries, which is how the run learns of it, and also emits 'error' on itself: with no
   // listener that would crash the process. pg-pool discards the dead client on release.
-  pool.on('connect', (client) => client.on('error', () => {}))
+  pool.on('connect', (client) => {
+    client.on('error', () => {})
+    // Queued before any query of ours on this client, so it costs no round trip of its own.
+    client.query(PLANNER_SETTINGS).catch(() => {})
+  })
   try {
     const client = await pool.connect()
     client.release()
@@ -137,6 +153,7 @@ async function connectPglite(dataDir: string | undefined): Promise<Database> {
   const release = dataDir ? lockDataDirectory(dataDir) : () => {}
   try {
     const client = await PGlite.create(dataDir)
+    await client.exec(PLANNER_SETTINGS)
     const db = new Kysely<any>({ dialect: new PGliteDialect(client) })
     return {
       db,
