@@ -7,9 +7,12 @@ import { columnList, tableRef } from './names.js'
 import { postgresError, SQLSTATE } from './postgres-errors.js'
 import type { BackfillCheckpoint, ViewRuntime } from './view-runtime.js'
 
-/** Source rows per backfill range: large enough that a range's fixed cost vanishes. */
-const ROWS_PER_RANGE = 50_000
-const MAX_RANGES = 256
+/** Source rows per step between two bounds; a range spans one or more steps. */
+const ROWS_PER_STEP = 10_000
+const MAX_STEPS = 256
+/** The first range covers this fraction of the steps; later ranges follow the time it took. */
+const FIRST_RANGE_DIVISOR = 8
+const RANGE_TARGET_MS = 2000
 const SAMPLE_ROWS = 30_000
 
 export interface BackfillContext {
@@ -19,6 +22,18 @@ export interface BackfillContext {
   progress(done: number, total: number): void
   /** Called after each committed range with the rows it inserted. */
   onBatch(rows: number): void
+  /** Where the checkpoint lives: by default the view's catalog row, which ends up `ready`. */
+  checkpoint?: CheckpointStore
+}
+
+/**
+ * Keeps a backfill's checkpoint. A rebuild fills a shadow table with its own store, so the live
+ * view's row (state, checkpoint) is not touched until the swap.
+ */
+export interface CheckpointStore {
+  save(db: Kysely<any>, checkpoint: BackfillCheckpoint): Promise<void>
+  /** Every range is in. */
+  finish(db: Kysely<any>): Promise<void>
 }
 
 /**
@@ -36,44 +51,56 @@ export async function backfill(
   sources: { oid: string; column: string }[],
   ctx: BackfillContext,
 ): Promise<StopReason | undefined> {
+  const store = ctx.checkpoint ?? viewCheckpoint(view)
   let checkpoint = view.backfillCheckpoint
   if (!checkpoint) {
     checkpoint = await planBackfill(ctx.conn, sources)
-    await saveCheckpoint(ctx.conn, view, checkpoint)
+    await store.save(ctx.conn, checkpoint)
   }
   const stop =
     checkpoint.method === 'ranges'
       ? await fillRanges(view, checkpoint, ctx)
       : await fillKeyset(view, checkpoint, ctx)
   if (stop) return stop
-  await sql`
-    UPDATE ${sql.id(view.catalog, 'views')}
-    SET state = 'ready', state_reason = NULL, backfill_checkpoint = NULL, updated_at = now()
-    WHERE name = ${view.name}`.execute(ctx.conn)
+  await store.finish(ctx.conn)
   return undefined
 }
 
 type RangesCheckpoint = Extract<BackfillCheckpoint, { method: 'ranges' }>
 type KeysetCheckpoint = Extract<BackfillCheckpoint, { method: 'keyset' }>
 
+/**
+ * Fills the ranges between `bounds`, several steps per transaction. How many is learnt as it
+ * goes, aiming at {@link RANGE_TARGET_MS} per transaction: a range costs a pass over the pages
+ * that hold its rows, and when a key's rows are spread over the whole table (orders by
+ * customer, inserted over time) every range touches most pages, so many small ranges would cost
+ * many passes. A few ranges of a couple of seconds keep transactions short and the total close
+ * to one `CREATE TABLE AS`.
+ */
 async function fillRanges(
   view: ViewRuntime,
   start: RangesCheckpoint,
   ctx: BackfillContext,
 ): Promise<StopReason | undefined> {
   const total = start.bounds.length + 1
-  for (let range = start.done; range < total; range++) {
+  let steps = Math.max(1, Math.round(total / FIRST_RANGE_DIVISOR))
+  for (let done = start.done; done < total; ) {
     const stop = ctx.shouldStop()
     if (stop) return stop
-    ctx.progress(range, total)
-    const lo = range > 0 ? start.bounds[range - 1] : undefined
-    const hi = range < start.bounds.length ? start.bounds[range] : undefined
+    ctx.progress(done, total)
+    const end = Math.min(total, done + steps)
+    const lo = done > 0 ? start.bounds[done - 1] : undefined
+    const hi = end < total ? start.bounds[end - 1] : undefined
+    const began = performance.now()
     const rows = await ctx.conn.transaction().execute(async (trx) => {
       const inserted = await insertRange(trx, view, lo, hi)
-      await saveCheckpoint(trx, view, { ...start, done: range + 1 })
+      await (ctx.checkpoint ?? viewCheckpoint(view)).save(trx, { ...start, done: end })
       return inserted
     })
+    const took = Math.max(1, performance.now() - began)
     ctx.onBatch(rows)
+    steps = Math.max(1, Math.min(steps * 8, Math.round((steps * RANGE_TARGET_MS) / took)))
+    done = end
   }
   ctx.progress(total, total)
   return undefined
@@ -97,7 +124,7 @@ async function fillKeyset(
         after: inserted.last ?? current.after,
         copied: current.copied + inserted.rows,
       }
-      await saveCheckpoint(trx, view, checkpoint)
+      await (ctx.checkpoint ?? viewCheckpoint(view)).save(trx, checkpoint)
       return inserted
     })
     ctx.onBatch(page.rows)
@@ -105,14 +132,25 @@ async function fillKeyset(
   }
 }
 
-async function saveCheckpoint(db: Kysely<any>, view: ViewRuntime, checkpoint: BackfillCheckpoint) {
-  await sql`
-    UPDATE ${sql.id(view.catalog, 'views')}
-    SET backfill_checkpoint = ${JSON.stringify(checkpoint)}::jsonb, updated_at = now()
-    WHERE name = ${view.name}`.execute(db)
+/** A new view's checkpoint: its catalog row, which becomes `ready` when the backfill ends. */
+function viewCheckpoint(view: ViewRuntime): CheckpointStore {
+  return {
+    async save(db, checkpoint) {
+      await sql`
+        UPDATE ${sql.id(view.catalog, 'views')}
+        SET backfill_checkpoint = ${JSON.stringify(checkpoint)}::jsonb, updated_at = now()
+        WHERE name = ${view.name}`.execute(db)
+    },
+    async finish(db) {
+      await sql`
+        UPDATE ${sql.id(view.catalog, 'views')}
+        SET state = 'ready', state_reason = NULL, backfill_checkpoint = NULL, updated_at = now()
+        WHERE name = ${view.name}`.execute(db)
+    },
+  }
 }
 
-/** Splits the first key column's values into ranges of about {@link ROWS_PER_RANGE} source rows. */
+/** Splits the first key column's values into steps of about {@link ROWS_PER_STEP} source rows. */
 async function planBackfill(
   db: Kysely<any>,
   sources: { oid: string; column: string }[],
@@ -123,7 +161,7 @@ async function planBackfill(
     if (!best || size.rows > best.rows) best = { ...size, column: source.column }
   }
   if (!best) return { method: 'keyset', after: null, copied: 0, estimate: 0 }
-  const ranges = Math.min(MAX_RANGES, Math.ceil(best.rows / ROWS_PER_RANGE))
+  const ranges = Math.min(MAX_STEPS, Math.ceil(best.rows / ROWS_PER_STEP))
   if (ranges <= 1) return { method: 'ranges', bounds: [], done: 0 }
   const fractions = Array.from({ length: ranges - 1 }, (_, i) => (i + 1) / ranges)
   const percent = Math.min(100, (100 * SAMPLE_ROWS) / best.rows)
