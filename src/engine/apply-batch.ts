@@ -162,7 +162,7 @@ export async function resolveStaged(
         WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${stage} LIMIT ${limit}))
         RETURNING *
       ), logged AS (
-        INSERT INTO ${tableRef(view.objects.log)} (${keyColumns(view.key)}, logged_at)
+        INSERT INTO ${tableRef(view.objects.log)} (${keyColumns(view.key)}, matview_logged_at)
         SELECT DISTINCT ${keyColumns(view.key, 'm')}, (SELECT min(matview_logged_at) FROM changed)
         FROM (${source.mapping}) AS m WHERE ${notNull}
         RETURNING 1

@@ -13,7 +13,7 @@ export async function pendingWork(db: Kysely<any>, view: ViewRuntime): Promise<P
   const log = tableRef(view.objects.log)
   const { rows } = await sql<{ keys: string; oldest: number | null; target_rows: string }>`
     SELECT (SELECT count(*) FROM (SELECT DISTINCT ${keyColumns(view.key)} FROM ${log}) AS k) AS keys,
-           extract(epoch FROM now() - (SELECT min(logged_at) FROM ${log}))::float8 AS oldest,
+           extract(epoch FROM now() - (SELECT min(matview_logged_at) FROM ${log}))::float8 AS oldest,
            (SELECT count(*) FROM ${tableRef(view.target)}) AS target_rows`.execute(db)
   const detail: Record<string, number> = { keys: Number(rows[0]!.keys) }
   let lag = rows[0]!.oldest === null ? null : Number(rows[0]!.oldest)
