@@ -29,6 +29,7 @@ export {
 export { createMatview, Matview, status, update } from './matview.js'
 export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'
+export type { RebuildOptions, RebuildResult, RebuildSummary } from './runner/rebuild.js'
 export type { ViewStatus } from './runner/status.js'
 export type {
   ProgressEvent,

@@ -8,6 +8,7 @@ import {
 } from './config/resolve-config.js'
 import { connect, type Database } from './dialects/connect.js'
 import { type DropResult, dropView } from './engine/drop-view.js'
+import { type RebuildOptions, type RebuildSummary, runRebuild } from './runner/rebuild.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
 import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
 
@@ -45,6 +46,15 @@ export class Matview {
   /** Applies what changed, view by view; see {@link UpdateOptions}. */
   update(options: UpdateOptions = {}): Promise<UpdateSummary> {
     return runUpdate(this.database, this.config, options)
+  }
+
+  /**
+   * Rebuilds declarative views from their definitions (see `matview rebuild`): a shadow table
+   * filled in batches, then swapped in by one short transaction. Needed after a definition
+   * changed or a source was truncated; resumes an interrupted rebuild.
+   */
+  rebuild(names: string[], options: RebuildOptions = {}): Promise<RebuildSummary> {
+    return runRebuild(this.database, this.config, names, options)
   }
 
   /** Every view's state, pending work, last run and lock. */

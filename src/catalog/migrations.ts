@@ -96,6 +96,58 @@ export const MIGRATIONS: readonly Migration[] = [
         AS ${sql.lit(text)}`.execute(trx)
     },
   },
+  {
+    version: 3,
+    description: 'rebuild: the shadow target and its sources, truncate marker that knows rebuilds',
+    async up(trx, schema) {
+      const s = sql.id(schema)
+      // The rebuild in progress, if any. Its objects (shadow target, change log, triggers) are
+      // named by `rebuild_id`, a second id from the same sequence as `id`: the swap makes it the
+      // view's id. The columns above keep describing the live target, which serves the old rows
+      // until the swap. (Columns, not a table: the catalog's set of tables is part of its shape.)
+      await sql`
+        ALTER TABLE ${s}.views
+          ADD COLUMN rebuild_id integer UNIQUE,
+          -- the shadow target, in target_schema
+          ADD COLUMN rebuild_table text,
+          ADD COLUMN rebuild_hash text,
+          ADD COLUMN rebuild_key_columns jsonb,
+          ADD COLUMN rebuild_columns jsonb,
+          -- the new definition's sources, as view_sources rows: [{position, oid, schema, table, mapping}]
+          ADD COLUMN rebuild_sources jsonb,
+          -- where the shadow's backfill resumes; {"method": "done"} once it is full
+          ADD COLUMN rebuild_checkpoint jsonb,
+          -- why the shadow can no longer be swapped in (a source truncated meanwhile)
+          ADD COLUMN rebuild_stale text,
+          ADD COLUMN rebuild_started_at timestamptz`.execute(trx)
+      // A TRUNCATE during a rebuild: of a source the live target was computed from, it keeps
+      // the state `rebuilding` (the rebuild replaces that target) but records the reason, so a
+      // rebuild that fails falls back to `needs_rebuild`; of a source of the rebuild, it marks
+      // the shadow stale, so it is never swapped in.
+      const body = sql`
+        BEGIN
+          UPDATE ${s}.views v
+          SET state = CASE WHEN v.state = 'rebuilding' THEN v.state ELSE 'needs_rebuild' END,
+              state_reason = format('source %I.%I was truncated', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+              updated_at = now()
+          FROM ${s}.view_sources vs
+          WHERE vs.view = v.name AND vs.source_oid = TG_RELID;
+          UPDATE ${s}.views v
+          SET rebuild_stale = format('source %I.%I was truncated during the rebuild',
+                                     TG_TABLE_SCHEMA, TG_TABLE_NAME),
+              updated_at = now()
+          WHERE v.rebuild_id IS NOT NULL
+            AND EXISTS (SELECT 1 FROM jsonb_array_elements(v.rebuild_sources) AS e
+                        WHERE (e->>'oid')::oid = TG_RELID);
+          RETURN NULL;
+        END`
+      const text = body.compile(trx).sql
+      await sql`
+        CREATE OR REPLACE FUNCTION ${s}.mark_truncated() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS ${sql.lit(text)}`.execute(trx)
+    },
+  },
 ]
 
 /** The newest catalog version this code knows. */

@@ -4,6 +4,7 @@ import { registerDemo } from './commands/demo.js'
 import { registerDrop } from './commands/drop.js'
 import { registerHistory } from './commands/history.js'
 import { registerList } from './commands/list.js'
+import { registerRebuild } from './commands/rebuild.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
 
@@ -32,6 +33,7 @@ export function createProgram(version: string): Command {
   registerCreate(program)
   registerStatus(program)
   registerHistory(program)
+  registerRebuild(program)
   registerDrop(program)
   registerList(program)
   registerDemo(program)

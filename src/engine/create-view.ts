@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewDefinitionError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { createCapture } from './capture-ddl.js'
@@ -29,6 +29,63 @@ export async function createView(
   catalog: string,
   view: DeclarativeView,
 ): Promise<void> {
+  const checked = await checkDefinition(trx, catalog, view)
+  // Catalog row first, for the id that names the view's own objects.
+  const { rows } = await sql<{ id: number }>`
+    INSERT INTO ${sql.id(catalog, 'views')}
+      (name, kind, definition_hash, state, target_schema, target_table, key_columns, columns)
+    VALUES (${view.name}, 'declarative', ${checked.hash}, 'building', ${checked.target.schema},
+            ${checked.target.table}, ${JSON.stringify(view.key)}::jsonb,
+            ${JSON.stringify(checked.columns)}::jsonb)
+    RETURNING id`.execute(trx)
+  const id = Number(rows[0]!.id)
+  const sources = await createViewObjects(trx, catalog, view, checked, {
+    id,
+    target: checked.target,
+  })
+  for (const source of sources) {
+    await sql`
+      INSERT INTO ${sql.id(catalog, 'view_sources')}
+        (view, position, source_oid, source_schema, source_table, mapping)
+      VALUES (${view.name}, ${source.position}, ${source.oid}::int8::oid, ${source.schema},
+              ${source.table}, ${source.mapping})`.execute(trx)
+  }
+}
+
+/** What the checks learnt about a definition: everything its objects are made from. */
+export interface CheckedDefinition {
+  hash: string
+  query: RawBuilder<unknown>
+  /** Where the target goes: resolved from the view's name, or the one the caller gave. */
+  target: QualifiedTable
+  /** The query's result columns, in order. */
+  columns: string[]
+  /** Source names in position order, and the tables they name. */
+  names: string[]
+  sources: FoundTable[]
+  sourceColumns: Map<string, Column[]>
+}
+
+/** One source of a created view, as `view_sources` records it. */
+export interface SourceRecord {
+  position: number
+  oid: string
+  schema: string
+  table: string
+  mapping: 'columns' | 'query'
+}
+
+/**
+ * Checks a definition against the database and creates nothing lasting (a probe view in
+ * pg_temp, dropped again). `existingTarget` is the table a rebuild replaces: it skips resolving
+ * the view's name to a table that must not exist yet.
+ */
+export async function checkDefinition(
+  trx: Kysely<any>,
+  catalog: string,
+  view: DeclarativeView,
+  options: { existingTarget?: QualifiedTable } = {},
+): Promise<CheckedDefinition> {
   const hash = definitionHash(trx, view)
   const query = viewQuery(trx, view)
   const fail = (message: string): never => {
@@ -38,7 +95,7 @@ export async function createView(
   // Checks: the key, the sources, what the query reads and returns.
   if (new Set(view.key).size !== view.key.length)
     fail(`key names a column twice: ${view.key.join(', ')}`)
-  const target = await resolveTarget(trx, catalog, view)
+  const target = options.existingTarget ?? (await resolveTarget(trx, catalog, view))
   // Sources first: a query over a table that does not exist would otherwise only say
   // "relation does not exist", without naming it as the source to create or correct.
   const names = sourceNames(view)
@@ -112,16 +169,36 @@ export async function createView(
     }
   }
   await requireUsableKey(trx, view, query)
+  return {
+    hash,
+    query,
+    target,
+    columns: shape.columns.map((c) => c.name),
+    names,
+    sources,
+    sourceColumns,
+  }
+}
 
-  // Objects: catalog row first, for the id that names the view's own objects.
-  const { rows } = await sql<{ id: number }>`
-    INSERT INTO ${sql.id(catalog, 'views')}
-      (name, kind, definition_hash, state, target_schema, target_table, key_columns, columns)
-    VALUES (${view.name}, 'declarative', ${hash}, 'building', ${target.schema}, ${target.table},
-            ${JSON.stringify(view.key)}::jsonb, ${JSON.stringify(shape.columns.map((c) => c.name))}::jsonb)
-    RETURNING id`.execute(trx)
-  const id = Number(rows[0]!.id)
-  const objects = viewObjects(catalog, id)
+/**
+ * Creates a checked view's objects, in the caller's transaction: the target table `at.target`
+ * (empty), its primary key and indexes, and the change log, staging tables and capture triggers
+ * named by `at.id`. Returns the sources for the caller to record. A rebuild calls it with a
+ * shadow table and a new id, so the live view's objects are never touched.
+ */
+export async function createViewObjects(
+  trx: Kysely<any>,
+  catalog: string,
+  view: DeclarativeView,
+  checked: CheckedDefinition,
+  at: { id: number; target: QualifiedTable },
+): Promise<SourceRecord[]> {
+  const fail = (message: string): never => {
+    throw new ViewDefinitionError(view.name, message)
+  }
+  const { query, names, sources, sourceColumns } = checked
+  const target = at.target
+  const objects = viewObjects(catalog, at.id)
   const keyList = columnList(view.key)
 
   await sql`CREATE TABLE ${tableRef(target)} AS SELECT * FROM (${query}) AS q WITH NO DATA`.execute(
@@ -134,12 +211,13 @@ export async function createView(
   await sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`.execute(
     trx,
   )
-  await sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now()`.execute(
+  await sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`.execute(
     trx,
   )
   // Claims read distinct keys in key order and delete by key: both use this index.
   await sql`CREATE INDEX ON ${tableRef(objects.log)} (${keyList})`.execute(trx)
 
+  const records: SourceRecord[] = []
   for (const [position, source] of sources.entries()) {
     const name = names[position]!
     const mapping = view.sources[name]!
@@ -188,12 +266,15 @@ export async function createView(
         sourceColumns: mapped,
       })
     }
-    await sql`
-      INSERT INTO ${sql.id(catalog, 'view_sources')}
-        (view, position, source_oid, source_schema, source_table, mapping)
-      VALUES (${view.name}, ${position}, ${source.oid}::int8::oid, ${source.schema}, ${source.table},
-              ${isQueryMapping(mapping) ? 'query' : 'columns'})`.execute(trx)
+    records.push({
+      position,
+      oid: source.oid,
+      schema: source.schema,
+      table: source.table,
+      mapping: isQueryMapping(mapping) ? 'query' : 'columns',
+    })
   }
+  return records
 }
 
 /** The target's schema and table; refuses a name taken by a table matview did not create. */

@@ -93,6 +93,13 @@ async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */
 function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime): void {
+  // First: whatever else is true, the rebuild owns the view until it swaps its table in.
+  if (runtime.state === 'rebuilding') {
+    throw new ViewRunError(
+      view.name,
+      `a rebuild was started and has not finished; run "matview rebuild ${view.name}" to finish it (update leaves it untouched)`,
+    )
+  }
   const hash = definitionHash(db, view)
   if (runtime.definitionHash !== hash) {
     throw new ViewRunError(
@@ -101,7 +108,7 @@ function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRunt
       { code: 'DEFINITION_CHANGED' },
     )
   }
-  if (runtime.state === 'needs_rebuild' || runtime.state === 'rebuilding') {
+  if (runtime.state === 'needs_rebuild') {
     throw new ViewRunError(
       view.name,
       `needs a rebuild${runtime.stateReason ? ` (${runtime.stateReason})` : ''}; run "matview rebuild ${view.name}"`,
@@ -110,7 +117,7 @@ function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRunt
 }
 
 /** The column-map sources that feed the first key column, for the backfill's key ranges. */
-async function backfillSources(db: Kysely<any>, view: DeclarativeView) {
+export async function backfillSources(db: Kysely<any>, view: DeclarativeView) {
   const found: { oid: string; column: string }[] = []
   for (const name of sourceNames(view)) {
     const mapping = view.sources[name]!

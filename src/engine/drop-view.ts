@@ -3,6 +3,7 @@ import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { UsageError } from '../errors/matview-error.js'
 import { type QualifiedTable, tableRef, viewObjects } from './names.js'
+import { discardRebuild } from './rebuild/discard-rebuild.js'
 
 export interface DropResult {
   view: string
@@ -69,7 +70,11 @@ export async function dropView(
       const droppedTable =
         row.kind === 'declarative' && row.target_table !== null && !options.keepTable
       await conn.transaction().execute(async (trx) => {
-        if (row.kind === 'declarative') await dropObjects(trx, catalog, name, Number(row.id))
+        if (row.kind === 'declarative') {
+          // A rebuild in progress has a second table and capture: they go too.
+          await discardRebuild(trx, catalog, name)
+          await dropObjects(trx, catalog, name, Number(row.id))
+        }
         await sql`DELETE FROM ${sql.id(catalog, 'views')} WHERE name = ${name}`.execute(trx)
         if (droppedTable) {
           await sql`DROP TABLE IF EXISTS ${tableRef({ schema: row.target_schema!, table: row.target_table! })}`.execute(

@@ -67,7 +67,9 @@ describe.each(DIALECTS)('matview drop on %s', (dialect) => {
   it('--keep-table leaves the rows as a plain table that then blocks re-creating the view', async () => {
     const mv = await Matview.open({ database, views: [customerTotals] })
     await mv.update()
-    const { rows: before } = await sql`SELECT * FROM customer_totals ORDER BY 1`.execute(database.db)
+    const { rows: before } = await sql`SELECT * FROM customer_totals ORDER BY 1`.execute(
+      database.db,
+    )
     await mv.drop(['customer_totals'], { keepTable: true })
     const { rows: kept } = await sql`SELECT * FROM customer_totals ORDER BY 1`.execute(database.db)
     expect(kept).toEqual(before)

@@ -1,0 +1,72 @@
+import { type Kysely, sql } from 'kysely'
+import { tableRef, viewObjects } from '../names.js'
+import { clearRebuild, readRebuildRow } from './rebuild-record.js'
+
+const EVENTS = ['insert', 'update', 'delete', 'truncate'] as const
+
+/**
+ * Drops the capture objects named by `id`: triggers on each source, capture functions, staging
+ * tables and the change log. Sources are found by oid, so a renamed source still loses its
+ * triggers; one that is gone took them with it. (drop-view.ts does the same from view_sources
+ * by name; a rebuild needs it for the old id and for its own, whose sources are not there.)
+ */
+export async function dropCapture(
+  trx: Kysely<any>,
+  catalog: string,
+  id: number,
+  sources: readonly { position: number; oid: string }[],
+): Promise<void> {
+  const objects = viewObjects(catalog, id)
+  for (const source of sources) {
+    const { rows } = await sql<{ schema: string; table: string }>`
+      SELECT n.nspname AS schema, c.relname AS table FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = ${source.oid}::int8::oid`.execute(trx)
+    if (rows[0]) {
+      for (const event of EVENTS) {
+        await sql`DROP TRIGGER IF EXISTS ${sql.id(objects.trigger(source.position, event))} ON ${tableRef(rows[0])}`.execute(
+          trx,
+        )
+      }
+    }
+    await sql`DROP FUNCTION IF EXISTS ${objects.captureFunction(source.position)}()`.execute(trx)
+    await sql`DROP TABLE IF EXISTS ${tableRef(objects.stage(source.position))}`.execute(trx)
+  }
+  await sql`DROP TABLE IF EXISTS ${tableRef(objects.log)}`.execute(trx)
+}
+
+/**
+ * Drops a rebuild's objects (shadow, log, staging tables, triggers) and forgets it; the live
+ * target is not touched. Returns whether there was one. `matview drop` calls it too, so a view
+ * dropped half-way through a rebuild leaves no second table behind.
+ */
+export async function discardRebuild(
+  trx: Kysely<any>,
+  catalog: string,
+  name: string,
+): Promise<boolean> {
+  const row = await readRebuildRow(trx, catalog, name)
+  if (!row?.rebuild) return false
+  await dropCapture(trx, catalog, row.rebuild.id, row.rebuild.sources)
+  await sql`DROP TABLE IF EXISTS ${tableRef(row.rebuild.shadow)}`.execute(trx)
+  await clearRebuild(trx, catalog, name)
+  return true
+}
+
+/**
+ * Gives up a rebuild whose new definition is wrong (a duplicate or NULL key): its objects go,
+ * and the view goes back to the state of its live target, which was never touched: `ready`, or
+ * `needs_rebuild` when a source was truncated under it (the reason says which).
+ */
+export async function abandonRebuild(
+  trx: Kysely<any>,
+  catalog: string,
+  name: string,
+): Promise<void> {
+  await discardRebuild(trx, catalog, name)
+  await sql`
+    UPDATE ${sql.id(catalog, 'views')}
+    SET state = CASE WHEN state_reason IS NULL THEN 'ready' ELSE 'needs_rebuild' END,
+        updated_at = now()
+    WHERE name = ${name} AND state = 'rebuilding'`.execute(trx)
+}

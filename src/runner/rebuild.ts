@@ -1,0 +1,212 @@
+import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog/runs.js'
+import { readViewRows } from '../catalog/view-rows.js'
+import type { ResolvedConfig } from '../config/resolve-config.js'
+import type { Database } from '../dialects/connect.js'
+import { rebuildView } from '../engine/rebuild/rebuild-view.js'
+import { definitionHash } from '../engine/view-sql.js'
+import { errorMessage, UsageError } from '../errors/matview-error.js'
+import type { DeclarativeView } from '../views/declarative.js'
+import { Budget } from './budget.js'
+import type { StopReason } from './kind-runner.js'
+import { type Logger, silentLogger } from './logger.js'
+import { type ProgressEvent, selectViews, type ViewResult } from './update.js'
+
+export interface RebuildOptions {
+  /** Also every declarative view whose definition changed or that needs or is in a rebuild. */
+  allChanged?: boolean
+  /** Keys per catch-up batch, rows per backfill page (default: the config's `batchSize`). */
+  batchSize?: number
+  /** Time budget in milliseconds: a rebuild stopped by it resumes on the next `rebuild`. */
+  maxTime?: number
+  /** The most backfill ranges and catch-up batches per view. */
+  maxBatches?: number
+  /** How long the swap may wait for a lock before it tries again (default 3000 ms). */
+  lockTimeout?: number
+  /** Aborting it stops after the current batch (SIGINT/SIGTERM in the CLI). */
+  signal?: AbortSignal
+  logger?: Logger
+  onProgress?: (event: ProgressEvent) => void
+}
+
+/** One view's rebuild; `rows` is the new table's row count when it was swapped in. */
+export interface RebuildResult extends ViewResult {
+  rows?: number
+}
+
+export interface RebuildSummary {
+  views: RebuildResult[]
+  durationMs: number
+}
+
+const LOCK_TIMEOUT_MS = 3000
+const SWAP_ATTEMPTS = 5
+
+/**
+ * Rebuilds the named views (and with `allChanged` the changed ones), one after the other in
+ * dependency order, each under its lock. Naming a view that cannot be rebuilt (unknown,
+ * hand-written, never created) throws before anything runs; a view that fails is reported in
+ * its result and the others still run.
+ */
+export async function runRebuild(
+  database: Database,
+  config: ResolvedConfig,
+  names: string[],
+  options: RebuildOptions = {},
+): Promise<RebuildSummary> {
+  const started = Date.now()
+  const views = await chooseViews(database, config, names, options.allChanged === true)
+  const budget = new Budget(options.maxTime, options.signal)
+  const results: RebuildResult[] = []
+  try {
+    for (const view of views) {
+      options.onProgress?.({ type: 'start', view: view.name })
+      const result = await rebuildOne(database, config, view, options, budget)
+      results.push(result)
+      if (result.outcome === 'failed')
+        (options.logger ?? silentLogger).error(`view "${view.name}" failed: ${result.error}`)
+      options.onProgress?.({ type: 'end', view: view.name, result })
+    }
+  } finally {
+    budget.dispose()
+  }
+  return { views: results, durationMs: Date.now() - started }
+}
+
+async function chooseViews(
+  database: Database,
+  config: ResolvedConfig,
+  names: string[],
+  allChanged: boolean,
+): Promise<DeclarativeView[]> {
+  if (names.length === 0 && !allChanged) {
+    throw new UsageError('name the views to rebuild, or use --all-changed')
+  }
+  // Unknown names are refused here, listing the known views.
+  const named = names.length > 0 ? selectViews(config.views, names) : []
+  const rows = await readViewRows(database.db, config.schema)
+  const wanted = new Set(names)
+  for (const view of named) {
+    if (view.kind !== 'declarative') {
+      throw new UsageError(
+        `view "${view.name}" is hand-written; rebuild applies to declarative views (defineView)`,
+      )
+    }
+    if (rows.get(view.name)?.kind !== 'declarative') {
+      throw new UsageError(
+        `view "${view.name}" has not been created yet; run "matview update" to create it`,
+      )
+    }
+  }
+  if (allChanged) {
+    for (const view of config.views) {
+      const row = rows.get(view.name)
+      if (view.kind !== 'declarative' || row?.kind !== 'declarative') continue
+      if (
+        row.definitionHash !== definitionHash(database.db, view) ||
+        row.state === 'needs_rebuild' ||
+        row.state === 'rebuilding'
+      )
+        wanted.add(view.name)
+    }
+  }
+  // Dependency order: a view is rebuilt after the views it reads.
+  return selectViews(config.views, undefined).filter(
+    (v): v is DeclarativeView => v.kind === 'declarative' && wanted.has(v.name),
+  )
+}
+
+async function rebuildOne(
+  database: Database,
+  config: ResolvedConfig,
+  view: DeclarativeView,
+  options: RebuildOptions,
+  budget: Budget,
+): Promise<RebuildResult> {
+  const started = Date.now()
+  const counts: RunCounts = { inserted: 0, updated: 0, deleted: 0, batches: 0 }
+  const notes: string[] = []
+  const result = (
+    outcome: RebuildResult['outcome'],
+    extra: Partial<RebuildResult> = {},
+  ): RebuildResult => ({
+    view: view.name,
+    kind: 'declarative',
+    outcome,
+    ...counts,
+    ...(notes.length > 0 ? { notes: [...notes] } : {}),
+    durationMs: Date.now() - started,
+    ...extra,
+  })
+  const early = budget.stopReason()
+  if (early) {
+    return result(early === 'interrupted' ? 'interrupted' : 'partial', {
+      reason: `${early}, not started`,
+    })
+  }
+  const key = { schema: config.schema, name: view.name }
+  try {
+    return await database.db.connection().execute(async (conn) => {
+      if (!(await database.adapter.tryLock(conn, key))) {
+        const error = new UsageError(
+          `view "${view.name}" is being updated or rebuilt by another runner; try again when it is done`,
+        )
+        return result('failed', { error: error.message, cause: error })
+      }
+      try {
+        const runId = await startRun(conn, config.schema, view.name)
+        let outcome: RunOutcome = 'done'
+        let reason: StopReason | undefined
+        let rows: number | undefined
+        let failure: unknown
+        try {
+          const done = await rebuildView(view, {
+            conn,
+            catalog: config.schema,
+            configViews: config.views,
+            batchSize: options.batchSize ?? config.batchSize,
+            lockTimeoutMs: options.lockTimeout ?? LOCK_TIMEOUT_MS,
+            swapAttempts: SWAP_ATTEMPTS,
+            logger: options.logger ?? silentLogger,
+            counts,
+            notes,
+            progress: (done, total) =>
+              options.onProgress?.({ type: 'progress', view: view.name, done, total }),
+            shouldStop: () =>
+              budget.stopReason() ??
+              (options.maxBatches !== undefined && counts.batches >= options.maxBatches
+                ? 'batch limit'
+                : undefined),
+          })
+          reason = done.stop
+          rows = done.rows
+          if (reason) outcome = reason === 'interrupted' ? 'interrupted' : 'partial'
+        } catch (error) {
+          failure = error
+          outcome = budget.interrupted ? 'interrupted' : 'failed'
+          if (outcome === 'interrupted') reason = 'interrupted'
+        }
+        await finishRun(
+          conn,
+          config.schema,
+          runId,
+          outcome,
+          counts,
+          failure ? errorMessage(failure) : undefined,
+        )
+        const extra: Partial<RebuildResult> = {}
+        if (reason) {
+          extra.reason = reason
+          notes.push(`the rebuild resumes on the next "matview rebuild ${view.name}"`)
+        }
+        if (rows !== undefined) extra.rows = rows
+        if (failure && outcome === 'failed')
+          Object.assign(extra, { error: errorMessage(failure), cause: failure })
+        return result(outcome, extra)
+      } finally {
+        await database.adapter.unlock(conn, key).catch(() => {})
+      }
+    })
+  } catch (error) {
+    return result('failed', { error: errorMessage(error), cause: error })
+  }
+}
