@@ -157,17 +157,20 @@ export async function resolveStaged(
   )
   try {
     const { rows } = await sql<{ staged: string }>`
-      WITH changed AS (
+      WITH taken AS (
         DELETE FROM ${stage}
         WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${stage} LIMIT ${limit}))
-        RETURNING *
+        RETURNING row, matview_logged_at
+      ), changed AS (
+        SELECT r.* FROM taken AS t
+        CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::${tableRef(source.table)}, t.row) AS r
       ), logged AS (
         INSERT INTO ${tableRef(view.objects.log)} (${keyColumns(view.key)}, matview_logged_at)
-        SELECT DISTINCT ${keyColumns(view.key, 'm')}, (SELECT min(matview_logged_at) FROM changed)
+        SELECT DISTINCT ${keyColumns(view.key, 'm')}, (SELECT min(matview_logged_at) FROM taken)
         FROM (${source.mapping}) AS m WHERE ${notNull}
         RETURNING 1
       )
-      SELECT (SELECT count(*) FROM changed) AS staged, (SELECT count(*) FROM logged) AS logged`.execute(
+      SELECT (SELECT count(*) FROM taken) AS staged, (SELECT count(*) FROM logged) AS logged`.execute(
       db,
     )
     return Number(rows[0]!.staged)

@@ -14,7 +14,6 @@ export type CaptureTarget =
       /** The key comes from a query over other tables: stage the rows, map them at claim time. */
       kind: 'query'
       stage: QualifiedTable
-      sourceColumns: string[]
     }
 
 /**
@@ -55,17 +54,21 @@ export async function createCapture(
 }
 
 function functionBody(target: CaptureTarget): RawBuilder<unknown> {
-  const cols = columnList(target.sourceColumns)
   let insert: RawBuilder<unknown>
   let update: RawBuilder<unknown>
   let remove: RawBuilder<unknown>
   if (target.kind === 'query') {
-    // Staged rows keep both images of an update: the mapping may need either.
-    const into = sql`INSERT INTO ${tableRef(target.stage)} (${cols})`
-    insert = sql`${into} SELECT ${cols} FROM new_rows`
-    update = sql`${into} SELECT ${cols} FROM new_rows UNION ALL SELECT ${cols} FROM old_rows`
-    remove = sql`${into} SELECT ${cols} FROM old_rows`
+    // Whole rows as jsonb: the stage does not depend on the source's columns, so adding,
+    // dropping or renaming one never breaks a writer; the batch reads them back with the
+    // source's current row type. Both images of an update: the mapping may need either.
+    const into = sql`INSERT INTO ${tableRef(target.stage)} (row)`
+    const rows = (transition: string) =>
+      sql`SELECT pg_catalog.to_jsonb(r) FROM ${sql.id(transition)} AS r`
+    insert = sql`${into} ${rows('new_rows')}`
+    update = sql`${into} ${rows('new_rows')} UNION ALL ${rows('old_rows')}`
+    remove = sql`${into} ${rows('old_rows')}`
   } else {
+    const cols = columnList(target.sourceColumns)
     // Each key once per statement, in key order: a bulk write logs (and indexes) fewer rows,
     // and in order. An update logs the old and the new key, as a row can move between keys.
     // A NULL key names no view row (the view's key is NOT NULL), so it is not logged.

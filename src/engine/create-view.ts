@@ -196,7 +196,7 @@ export async function createViewObjects(
   const fail = (message: string): never => {
     throw new ViewDefinitionError(view.name, message)
   }
-  const { query, names, sources, sourceColumns } = checked
+  const { query, names, sources } = checked
   const target = at.target
   const objects = viewObjects(catalog, at.id)
   const keyList = columnList(view.key)
@@ -221,20 +221,14 @@ export async function createViewObjects(
   for (const [position, source] of sources.entries()) {
     const name = names[position]!
     const mapping = view.sources[name]!
-    const columns = sourceColumns.get(source.oid)!.map((c) => c.name)
     if (isQueryMapping(mapping)) {
       const stage = objects.stage(position)
-      await sql`CREATE TABLE ${tableRef(stage)} AS SELECT ${columnList(columns)} FROM ${tableRef(source)} WITH NO DATA`.execute(
-        trx,
-      )
-      await sql`ALTER TABLE ${tableRef(stage)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`.execute(
-        trx,
-      )
+      await createStage(trx, stage)
       const mapped = await inspectQuery(
         trx,
         view.name,
         `the mapping of source "${name}"`,
-        sql`WITH changed AS (SELECT * FROM ${tableRef(stage)}) SELECT * FROM (${mappingQuery(trx, view, name)}) AS m`,
+        sql`WITH changed AS (SELECT * FROM ${tableRef(source)} LIMIT 0) SELECT * FROM (${mappingQuery(trx, view, name)}) AS m`,
       )
       requireColumns(
         view.name,
@@ -242,11 +236,7 @@ export async function createViewObjects(
         mapped.columns,
         (c) => `the mapping of source "${name}" does not return key column "${c}"`,
       )
-      await createCapture(trx, objects, catalog, position, source, {
-        kind: 'query',
-        stage,
-        sourceColumns: columns,
-      })
+      await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage })
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
       // Plans the trigger's INSERT once, so a source column that cannot become the key's type fails now.
@@ -275,6 +265,15 @@ export async function createViewObjects(
     })
   }
   return records
+}
+
+/** A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts). */
+export async function createStage(trx: Kysely<any>, stage: QualifiedTable): Promise<void> {
+  await sql`
+    CREATE TABLE ${tableRef(stage)} (
+      row jsonb NOT NULL,
+      matview_logged_at timestamptz NOT NULL DEFAULT now()
+    )`.execute(trx)
 }
 
 /** The target's schema and table; refuses a name taken by a table matview did not create. */

@@ -9,6 +9,8 @@ export interface StagedSource {
   position: number
   name: string
   stage: QualifiedTable
+  /** The source table, whose row type reads the staged rows back. */
+  table: QualifiedTable
   mapping: RawBuilder<unknown>
 }
 
@@ -65,15 +67,19 @@ export async function loadViewRuntime(
   const { rows } = await sql<Record<string, any>>`
     SELECT id, kind, state, state_reason, definition_hash, backfill_checkpoint,
            target_schema, target_table, key_columns, columns,
-           ARRAY(SELECT vs.position FROM ${sql.id(catalog, 'view_sources')} AS vs
-                 WHERE vs.view = v.name AND vs.mapping = 'query' ORDER BY vs.position) AS staged
+           (SELECT pg_catalog.json_agg(json_build_array(vs.position, vs.source_schema, vs.source_table)
+                                       ORDER BY vs.position)
+            FROM ${sql.id(catalog, 'view_sources')} AS vs
+            WHERE vs.view = v.name AND vs.mapping = 'query') AS staged
     FROM ${sql.id(catalog, 'views')} AS v WHERE name = ${view.name}`.execute(db)
   const row = rows[0]
   if (row?.kind !== 'declarative' || row.target_table === null) return undefined
   const id = Number(row.id)
   const objects = viewObjects(catalog, id)
   const names = sourceNames(view)
-  const sourceRows = (row.staged as number[]).map((position) => ({ position: Number(position) }))
+  const sourceRows = (parseJson<[number, string, string][] | null>(row.staged) ?? []).map(
+    ([position, schema, table]) => ({ position: Number(position), table: { schema, table } }),
+  )
   return {
     name: view.name,
     id,
@@ -87,8 +93,9 @@ export async function loadViewRuntime(
     backfillCheckpoint: row.backfill_checkpoint ? parseJson(row.backfill_checkpoint) : null,
     query: viewQuery(db, view),
     objects,
-    staged: sourceRows.map(({ position }) => ({
+    staged: sourceRows.map(({ position, table }) => ({
       position,
+      table,
       name: names[position]!,
       stage: objects.stage(position),
       mapping: mappingQuery(db, view, names[position]!),

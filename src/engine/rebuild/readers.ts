@@ -2,14 +2,13 @@ import { type Kysely, sql } from 'kysely'
 import { ViewRunError } from '../../errors/matview-error.js'
 import type { DeclarativeView } from '../../views/declarative.js'
 import type { ViewDefinition } from '../../views/view-definition.js'
-import { resolveStaged } from '../apply-batch.js'
 import { createCapture } from '../capture-ddl.js'
-import { columnsOf, inspectQuery } from '../inspect-definition.js'
+import { inspectQuery } from '../inspect-definition.js'
 import { columnList, displayName, type QualifiedTable, tableRef, viewObjects } from '../names.js'
 import { postgresError } from '../postgres-errors.js'
-import { loadViewRuntime, viewQuery } from '../view-runtime.js'
+import { viewQuery } from '../view-runtime.js'
 import { definitionHash, isQueryMapping, sourceNames } from '../view-sql.js'
-import { readRebuildRow, tableOid } from './rebuild-record.js'
+import { readRebuildRow } from './rebuild-record.js'
 
 /** A view whose capture is on the rebuilt target (it reads it as a source). */
 export interface Reader {
@@ -150,40 +149,18 @@ async function reattach(
   )
   const objects = viewObjects(catalog, id)
   const mapping = view.sources[sourceNames(view)[position]!]!
-  const table = tableRef(swapped.table)
+  const _table = tableRef(swapped.table)
   // Its triggers went with the old table; the function goes now and comes back below.
   await sql`DROP FUNCTION IF EXISTS ${objects.captureFunction(position)}()`.execute(trx)
   if (isQueryMapping(mapping)) {
+    // The stage holds rows as jsonb, read back with the source's current row type, so it
+    // serves the new table as it is; what waits in it is mapped by the next batch.
     const stage = objects.stage(position)
-    const stageOid = await tableOid(trx, stage)
-    const staged = stageOid ? (await columnsOf(trx, stageOid)).map((c) => c.name) : []
-    if (staged.join('\u0000') !== [...swapped.columns, 'matview_logged_at'].join('\u0000')) {
-      // Map what waits in the old shape, then stage in the new one.
-      const runtime = (await loadViewRuntime(trx, catalog, view))!
-      const source = runtime.staged.find((s) => s.position === position)
-      if (stageOid && source) {
-        while ((await resolveStaged(trx, runtime, source, 10_000)) === 10_000) {}
-      }
-      await sql`DROP TABLE IF EXISTS ${tableRef(stage)}`.execute(trx)
-      await sql`CREATE TABLE ${tableRef(stage)} AS SELECT ${columnList(swapped.columns)} FROM ${table} WITH NO DATA`.execute(
-        trx,
-      )
-      await sql`ALTER TABLE ${tableRef(stage)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`.execute(
-        trx,
-      )
-    }
-    await createCapture(trx, objects, catalog, position, swapped.table, {
-      kind: 'query',
-      stage,
-      sourceColumns: swapped.columns,
-    })
-    const common = swapped.columns.filter((c) => swapped.oldColumns.includes(c))
-    if (common.length > 0) {
-      await sql`INSERT INTO ${tableRef(stage)} (${columnList(common)}) SELECT ${columnList(common)} FROM ${GONE}`.execute(
-        trx,
-      )
-    }
-    await sql`INSERT INTO ${tableRef(stage)} (${columnList(swapped.columns)}) SELECT ${columnList(swapped.columns)} FROM ${CAME}`.execute(
+    await createCapture(trx, objects, catalog, position, swapped.table, { kind: 'query', stage })
+    await sql`INSERT INTO ${tableRef(stage)} (row) SELECT pg_catalog.to_jsonb(g) FROM ${GONE} AS g`.execute(
+      trx,
+    )
+    await sql`INSERT INTO ${tableRef(stage)} (row) SELECT pg_catalog.to_jsonb(c) FROM ${CAME} AS c`.execute(
       trx,
     )
     return

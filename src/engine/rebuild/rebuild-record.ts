@@ -171,6 +171,7 @@ export function shadowRuntime(
       .filter((s) => s.mapping === 'query')
       .map((s) => ({
         position: s.position,
+        table: { schema: s.schema, table: s.table },
         name: names[s.position]!,
         stage: objects.stage(s.position),
         mapping: mappingQuery(db, view, names[s.position]!),
