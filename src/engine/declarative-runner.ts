@@ -3,7 +3,7 @@ import { ViewRunError } from '../errors/matview-error.js'
 import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
-import { backfill } from './backfill.js'
+import { backfill, type CheckpointStore } from './backfill.js'
 import { createView } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { findTable } from './inspect-definition.js'
@@ -51,16 +51,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       ctx.logger.debug(`view "${view.name}": backfilling`)
       let stop: StopReason | undefined
       try {
-        stop = await backfill(runtime, await backfillSources(ctx.conn, view), {
-          conn: ctx.conn,
-          batchSize: ctx.batchSize,
-          shouldStop: ctx.shouldStop,
-          progress: ctx.progress,
-          onBatch: (rows) => {
-            ctx.counts.batches++
-            ctx.counts.inserted += rows
-          },
-        })
+        stop = await fillTable(runtime, view, ctx)
       } catch (error) {
         // A duplicate or NULL key is the definition's fault: keep nothing of a view that was
         // never ready, so the fixed definition starts clean (DESIGN, invariant 4).
@@ -89,6 +80,29 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
 
 async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
   await ctx.conn.transaction().execute((trx) => discardUnfinishedView(trx, ctx.schema, runtime))
+}
+
+/**
+ * Backfills `runtime`'s table (a new view's target, or a rebuild's shadow with its own
+ * checkpoint store), counting each range as a batch of inserted rows.
+ */
+export async function fillTable(
+  runtime: ViewRuntime,
+  view: DeclarativeView,
+  ctx: Pick<RunContext, 'conn' | 'batchSize' | 'shouldStop' | 'progress' | 'counts'>,
+  checkpoint?: CheckpointStore,
+): Promise<StopReason | undefined> {
+  return backfill(runtime, await backfillSources(ctx.conn, view), {
+    conn: ctx.conn,
+    batchSize: ctx.batchSize,
+    shouldStop: ctx.shouldStop,
+    progress: ctx.progress,
+    onBatch: (rows) => {
+      ctx.counts.batches++
+      ctx.counts.inserted += rows
+    },
+    ...(checkpoint ? { checkpoint } : {}),
+  })
 }
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */

@@ -1,54 +1,14 @@
-import { execFile } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { join } from 'node:path'
 import { sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
+import { runCli, writeCustomerTotalsConfig } from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // `matview create`, `update` and `status` on a declarative view, as a user runs them: the built
 // bin as a subprocess, a config file importing the built package, a PostgreSQL database.
-const BIN = resolve('dist/cli/main.js')
-const PACKAGE = pathToFileURL(resolve('dist/index.js')).href
-
-function run(args: string[], cwd: string) {
-  return new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { cwd, env: { ...process.env, DATABASE_URL: '', MATVIEW_DATABASE_URL: '' } },
-      (error, stdout, stderr) =>
-        done({
-          code: error ? (typeof error.code === 'number' ? error.code : 1) : 0,
-          stdout,
-          stderr,
-        }),
-    )
-  })
-}
-
-function writeConfig(dir: string, database: string, query: string) {
-  writeFileSync(
-    join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-export default {
-  database: ${JSON.stringify(database)},
-  batchSize: 25,
-  views: [
-    defineView({
-      name: 'customer_totals',
-      key: ['customer_id'],
-      query: sql\`${query}\`,
-      sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-    }),
-  ],
-}
-`,
-  )
-}
-
 const QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
   FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
   GROUP BY o.customer_id, c.region`
@@ -64,22 +24,22 @@ describe('matview CLI with a declarative view on PostgreSQL', () => {
     database = await freshDatabase('postgres')
     await createDemoSchema(database.db, { customers: 100, orders: 1000 })
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
-    writeConfig(dir, database.url!, QUERY)
+    writeCustomerTotalsConfig(dir, database.url!, QUERY)
 
-    const dryRun = await run(['update', '--dry-run'], dir)
+    const dryRun = await runCli(['update', '--dry-run'], dir)
     expect(dryRun.code).toBe(0)
     expect(dryRun.stdout).toMatch(/customer_totals: would create and backfill it/)
-    const created = await run(['create'], dir)
+    const created = await runCli(['create'], dir)
     expect(created.stderr).toBe('')
     expect(created.code).toBe(0)
     expect(created.stdout).toMatch(/customer_totals: done \(created, backfilled\), \+\d+ ~0 -0/)
-    const again = await run(['create'], dir)
+    const again = await runCli(['create'], dir)
     expect(again.stdout).toMatch(/customer_totals: done, \+0 ~0 -0/)
 
     await sql`UPDATE orders SET amount_cents = amount_cents + 5 WHERE customer_id <= 30`.execute(
       database.db,
     )
-    const status = await run(['status', '--json'], dir)
+    const status = await runCli(['status', '--json'], dir)
     expect(status.code).toBe(0)
     const [view] = JSON.parse(status.stdout) as Array<{
       state: string
@@ -88,15 +48,15 @@ describe('matview CLI with a declarative view on PostgreSQL', () => {
     expect(view!.state).toBe('ready')
     expect(view!.pending.total).toBe(30)
     expect(view!.pending.lagSeconds).toBeGreaterThanOrEqual(0)
-    const table = await run(['status'], dir)
+    const table = await runCli(['status'], dir)
     expect(table.stdout).toMatch(/customer_totals\s+declarative\s+ready\s+30 \(keys 30\)/)
 
-    const update = await run(['update'], dir)
+    const update = await runCli(['update'], dir)
     expect(update.code).toBe(0)
     expect(update.stdout).toMatch(/customer_totals: done, \+0 ~\d+ -0 in 2 batches/)
 
-    writeConfig(dir, database.url!, `${QUERY} HAVING count(*) > 1`)
-    const changed = await run(['update'], dir)
+    writeCustomerTotalsConfig(dir, database.url!, `${QUERY} HAVING count(*) > 1`)
+    const changed = await runCli(['update'], dir)
     expect(changed.code).toBe(1)
     expect(changed.stdout).toMatch(
       /customer_totals: failed.*definition changed.*run "matview rebuild customer_totals"/,

@@ -1,34 +1,18 @@
-import { execFile, spawn } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { pathToFileURL } from 'node:url'
 import { sql } from 'kysely'
 import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
+import { BIN, CLI_ENV, runCli, writeCustomerTotalsConfig } from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // `matview rebuild` as a user runs it: the built bin as a subprocess, a config file importing
 // the built package, a PostgreSQL database; and a rebuild killed with SIGKILL, then run again.
-const BIN = resolve('dist/cli/main.js')
-const PACKAGE = pathToFileURL(resolve('dist/index.js')).href
-const ENV = { ...process.env, DATABASE_URL: '', MATVIEW_DATABASE_URL: '' }
-
-function run(args: string[], cwd: string) {
-  return new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: ENV }, (error, stdout, stderr) =>
-      done({
-        code: error ? (typeof error.code === 'number' ? error.code : 1) : 0,
-        stdout,
-        stderr,
-      }),
-    )
-  })
-}
-
 const QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
   FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
   GROUP BY o.customer_id, c.region`
@@ -36,26 +20,6 @@ const WIDER = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.am
   max(o.amount_cents) AS max_cents
   FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status IN ('paid', 'pending')
   GROUP BY o.customer_id, c.region`
-
-function writeConfig(dir: string, database: string, query: string) {
-  writeFileSync(
-    join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-export default {
-  database: ${JSON.stringify(database)},
-  batchSize: 25,
-  views: [
-    defineView({
-      name: 'customer_totals',
-      key: ['customer_id'],
-      query: sql\`${query}\`,
-      sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-    }),
-  ],
-}
-`,
-  )
-}
 
 describe('matview rebuild (CLI) on PostgreSQL', () => {
   let database: TestDatabase | undefined
@@ -67,8 +31,8 @@ describe('matview rebuild (CLI) on PostgreSQL', () => {
     database = await freshDatabase('postgres')
     await createDemoSchema(database.db, { customers: 100, orders: 1000 })
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
-    writeConfig(dir, database.url!, QUERY)
-    const created = await run(['create'], dir)
+    writeCustomerTotalsConfig(dir, database.url!, QUERY)
+    const created = await runCli(['create'], dir)
     expect(created.code, created.stdout + created.stderr).toBe(0)
     return dir
   }
@@ -81,36 +45,36 @@ describe('matview rebuild (CLI) on PostgreSQL', () => {
     if (!(await available('postgres'))) return
     const dir = await setUp()
 
-    const help = await run(['rebuild', '--help'], dir)
+    const help = await runCli(['rebuild', '--help'], dir)
     expect(help.code).toBe(0)
     expect(help.stdout).toMatch(/Usage: matview rebuild \[options\] \[names\.\.\.\]/)
-    const none = await run(['rebuild'], dir)
+    const none = await runCli(['rebuild'], dir)
     expect(none).toMatchObject({ code: 2, stdout: '' })
     expect(none.stderr.trim()).toBe('matview: name the views to rebuild, or use --all-changed')
-    const unknown = await run(['rebuild', 'nope'], dir)
+    const unknown = await runCli(['rebuild', 'nope'], dir)
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toMatch(/unknown view "nope"; known views: customer_totals/)
 
-    writeConfig(dir, database!.url!, WIDER)
-    expect((await run(['update'], dir)).code).toBe(1)
-    const rebuilt = await run(['rebuild', '--all-changed'], dir)
+    writeCustomerTotalsConfig(dir, database!.url!, WIDER)
+    expect((await runCli(['update'], dir)).code).toBe(1)
+    const rebuilt = await runCli(['rebuild', '--all-changed'], dir)
     expect(rebuilt.stderr).toBe('')
     expect(rebuilt.code).toBe(0)
     expect(rebuilt.stdout).toMatch(/^customer_totals: done \(rebuilt\), \+100 ~0 -0 in \d+ batch/m)
     expect(rebuilt.stdout).toMatch(/^1 view in .*: 1 done$/m)
     await equalsQuery(WIDER, ['customer_id', 'region', 'order_count', 'total_cents', 'max_cents'])
 
-    const again = await run(['rebuild', '--all-changed', '--json'], dir)
+    const again = await runCli(['rebuild', '--all-changed', '--json'], dir)
     expect(again.code).toBe(0)
     expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, views: [] })
-    const plain = await run(['rebuild', '--all-changed'], dir)
+    const plain = await runCli(['rebuild', '--all-changed'], dir)
     expect(plain.stdout.trim()).toBe(
       'nothing to rebuild: every declarative view is ready on its definition',
     )
     await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id = 4`.execute(
       database!.db,
     )
-    const update = await run(['update'], dir)
+    const update = await runCli(['update'], dir)
     expect(update.code).toBe(0)
     expect(update.stdout).toMatch(/customer_totals: done, \+0 ~1 -0/)
   })
@@ -119,7 +83,7 @@ describe('matview rebuild (CLI) on PostgreSQL', () => {
     if (!(await available('postgres'))) return
     const dir = await setUp()
     const db = database!.db
-    writeConfig(dir, database!.url!, WIDER)
+    writeCustomerTotalsConfig(dir, database!.url!, WIDER)
 
     // A long transaction that read the table: the swap has to wait for it, and is killed waiting.
     const blocker = new pg.Client({ connectionString: database!.url })
@@ -131,7 +95,7 @@ describe('matview rebuild (CLI) on PostgreSQL', () => {
       [BIN, 'rebuild', 'customer_totals', '--lock-timeout', '1m'],
       {
         cwd: dir,
-        env: ENV,
+        env: CLI_ENV,
         stdio: 'ignore',
       },
     )
@@ -160,21 +124,21 @@ describe('matview rebuild (CLI) on PostgreSQL', () => {
       return Number(rows[0]!.n) === 0
     })
 
-    const status = await run(['status', '--json'], dir)
+    const status = await runCli(['status', '--json'], dir)
     expect(JSON.parse(status.stdout)[0]).toMatchObject({ state: 'rebuilding', running: false })
     expect(await shadows(db)).toHaveLength(1)
-    const refused = await run(['update'], dir)
+    const refused = await runCli(['update'], dir)
     expect(refused.code).toBe(1)
     expect(refused.stdout).toMatch(/run "matview rebuild customer_totals" to finish it/)
     await equalsQuery(QUERY, ['customer_id', 'region', 'order_count', 'total_cents'])
 
     await sql`UPDATE orders SET amount_cents = 5 WHERE customer_id = 9`.execute(db)
-    const finished = await run(['rebuild', 'customer_totals'], dir)
+    const finished = await runCli(['rebuild', 'customer_totals'], dir)
     expect(finished.code).toBe(0)
     expect(finished.stdout).toMatch(/^customer_totals: done \(resumed, rebuilt\), \+0 ~1 -0/m)
     await equalsQuery(WIDER, ['customer_id', 'region', 'order_count', 'total_cents', 'max_cents'])
     expect(await shadows(db)).toEqual([])
-    const history = await run(['history', 'customer_totals', '--json'], dir)
+    const history = await runCli(['history', 'customer_totals', '--json'], dir)
     // Newest first: this rebuild, the refused update, the killed rebuild, the create.
     expect(JSON.parse(history.stdout).map((r: { outcome: string }) => r.outcome)).toEqual([
       'done',

@@ -1,32 +1,14 @@
-import { execFile, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { lockDataDirectory } from '../../src/dialects/pglite-file-lock.js'
-
-// The CLI is tested as users run it: the built bin, as a subprocess (`npm test` builds first).
-const BIN = resolve('dist/cli/main.js')
-
-function run(args: string[], cwd = mkdtempSync(join(tmpdir(), 'matview-cli-'))) {
-  return new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { cwd, env: { ...process.env, DATABASE_URL: '', MATVIEW_DATABASE_URL: '' } },
-      (error, stdout, stderr) =>
-        done({
-          code: error ? (typeof error.code === 'number' ? error.code : 1) : 0,
-          stdout,
-          stderr,
-        }),
-    )
-  })
-}
+import { BIN, runCli } from '../support/cli.js'
 
 describe('matview CLI', () => {
   it('runs the demo end to end on the embedded database', async () => {
-    const result = await run(['demo', '--customers', '200', '--orders', '2000'])
+    const result = await runCli(['demo', '--customers', '200', '--orders', '2000'])
     expect(result.stderr).toBe('')
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/customer_totals: done, \+\d+/)
@@ -37,7 +19,7 @@ describe('matview CLI', () => {
 
   it('prints help for every command', async () => {
     for (const command of ['update', 'create', 'status', 'list', 'demo']) {
-      const result = await run([command, '--help'])
+      const result = await runCli([command, '--help'])
       expect(result.code).toBe(0)
       expect(result.stdout).toMatch(new RegExp(`Usage: matview ${command}`))
     }
@@ -46,7 +28,7 @@ describe('matview CLI', () => {
   it('exits 2 with one line naming the bad field for a wrong config', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
     writeFileSync(join(dir, 'matview.config.mjs'), 'export default { batchSize: -3 }\n')
-    const result = await run(['list'], dir)
+    const result = await runCli(['list'], dir)
     expect(result.code).toBe(2)
     expect(result.stderr.trim()).toMatch(
       /^matview: config .*matview\.config\.mjs: batchSize: must be at least 1$/,
@@ -59,16 +41,16 @@ describe('matview CLI', () => {
       join(dir, 'matview.config.mjs'),
       "export default { database: 'pglite:db', views: [{ kind: 'handwritten', name: 'a', needsInsert: () => 0, doInsert: () => 0 }] }\n",
     )
-    const unknown = await run(['update', '--views', 'b'], dir)
+    const unknown = await runCli(['update', '--views', 'b'], dir)
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toMatch(/unknown view "b"; known views: a/)
-    const models = await run(['update', '--models', 'b'], dir)
+    const models = await runCli(['update', '--models', 'b'], dir)
     expect(models.code).toBe(2)
     expect(models.stderr).toMatch(/unknown view "b"; known views: a/)
-    const badFlag = await run(['update', '--batch-size', '0'], dir)
+    const badFlag = await runCli(['update', '--batch-size', '0'], dir)
     expect(badFlag.code).toBe(2)
     expect(badFlag.stderr).toMatch(/--batch-size must be at least 1/)
-    const ok = await run(['update', '--json'], dir)
+    const ok = await runCli(['update', '--json'], dir)
     expect(ok.code).toBe(0)
     expect(JSON.parse(ok.stdout)).toMatchObject({
       ok: true,
@@ -77,7 +59,7 @@ describe('matview CLI', () => {
   })
 
   it('names host and port when the database refuses the connection', async () => {
-    const result = await run(['status', '--database', 'postgres://postgres@127.0.0.1:1/x'])
+    const result = await runCli(['status', '--database', 'postgres://postgres@127.0.0.1:1/x'])
     expect(result.code).toBe(2)
     expect(result.stderr).toMatch(/cannot connect to PostgreSQL at 127\.0\.0\.1:1/)
     expect(result.stderr).not.toMatch(/\n\s+at /)
@@ -94,11 +76,11 @@ describe('matview CLI on the embedded database', () => {
   it('keeps the default database in .matview/pglite between runs, and exits 1 when a view fails', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
     config(dir, `${ok}, ${broken}`)
-    const first = await run(['update'], dir)
+    const first = await runCli(['update'], dir)
     expect(first.code).toBe(1)
     expect(first.stdout).toMatch(/broken: failed, .*hook failed/)
     expect(first.stdout).toMatch(/ok: done/)
-    const status = await run(['status', '--json'], dir)
+    const status = await runCli(['status', '--json'], dir)
     expect(status.code).toBe(0)
     const views = JSON.parse(status.stdout) as Array<{
       name: string
@@ -114,25 +96,25 @@ describe('matview CLI on the embedded database', () => {
   it('--dry-run reports what each view needs and writes nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
     config(dir, broken)
-    const result = await run(['update', '--dry-run', '--json'], dir)
+    const result = await runCli(['update', '--dry-run', '--json'], dir)
     expect(result.code).toBe(0)
     expect(JSON.parse(result.stdout).views[0]).toMatchObject({
       view: 'broken',
       outcome: 'dry-run',
       pending: { total: 1, detail: { insert: 1 } },
     })
-    const status = await run(['status', '--json'], dir)
+    const status = await runCli(['status', '--json'], dir)
     expect(JSON.parse(status.stdout)[0].lastRun).toBeNull()
   })
 
   it('reads --config PATH and .config/matview.config.ts', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
     writeFileSync(join(dir, 'custom.mjs'), `export default { views: [${ok}] }\n`)
-    const explicit = await run(['list', '--json', '--config', 'custom.mjs'], dir)
+    const explicit = await runCli(['list', '--json', '--config', 'custom.mjs'], dir)
     expect(JSON.parse(explicit.stdout)).toEqual([
       { name: 'ok', kind: 'handwritten', dependsOn: [] },
     ])
-    const missing = await run(['list', '--config', 'nope.ts'], dir)
+    const missing = await runCli(['list', '--config', 'nope.ts'], dir)
     expect(missing.code).toBe(2)
     expect(missing.stderr).toMatch(/config file nope\.ts does not exist/)
     const nested = mkdtempSync(join(tmpdir(), 'matview-cli-'))
@@ -141,7 +123,7 @@ describe('matview CLI on the embedded database', () => {
       join(nested, '.config', 'matview.config.ts'),
       `export default { views: [${ok}] as const }\n`,
     )
-    const found = await run(['list', '--json'], nested)
+    const found = await runCli(['list', '--json'], nested)
     expect(JSON.parse(found.stdout)[0].name).toBe('ok')
   })
 })
@@ -170,7 +152,7 @@ describe('the embedded database lock', () => {
   it('refuses a second process on the same data directory, and takes over a lock left by a dead one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
     const release = lockDataDirectory(join(dir, 'db'))
-    const busy = await run(['status', '--database', 'pglite:db'], dir)
+    const busy = await runCli(['status', '--database', 'pglite:db'], dir)
     expect(busy.code).toBe(2)
     expect(busy.stderr.trim()).toBe(
       `matview: the embedded database at ${join(dir, 'db')} is in use by another matview process (pid ${process.pid}); wait for it to finish`,
@@ -178,7 +160,7 @@ describe('the embedded database lock', () => {
     release()
     // A pid that cannot be alive: the lock is stale and the next run takes it over.
     writeFileSync(join(dir, 'db.lock'), '999999999')
-    const free = await run(['status', '--database', 'pglite:db'], dir)
+    const free = await runCli(['status', '--database', 'pglite:db'], dir)
     expect(free.code).toBe(0)
   })
 })

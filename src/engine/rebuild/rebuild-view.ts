@@ -7,8 +7,7 @@ import type { Logger } from '../../runner/logger.js'
 import type { DeclarativeView } from '../../views/declarative.js'
 import type { ViewDefinition } from '../../views/view-definition.js'
 import { type BatchCounts, batchError } from '../apply-batch.js'
-import { backfill } from '../backfill.js'
-import { backfillSources } from '../declarative-runner.js'
+import { fillTable } from '../declarative-runner.js'
 import { KeyError } from '../key-error.js'
 import { displayName, tableRef } from '../names.js'
 import { postgresError } from '../postgres-errors.js'
@@ -142,17 +141,7 @@ async function fill(
 ): Promise<StopReason | undefined> {
   ctx.logger.debug(`view "${view.name}": filling the new table`)
   try {
-    return await backfill(shadow, await backfillSources(ctx.conn, view), {
-      conn: ctx.conn,
-      batchSize: ctx.batchSize,
-      shouldStop: ctx.shouldStop,
-      progress: ctx.progress,
-      onBatch: (rows) => {
-        ctx.counts.batches++
-        ctx.counts.inserted += rows
-      },
-      checkpoint: rebuildCheckpointStore(ctx.catalog, view.name),
-    })
+    return await fillTable(shadow, view, ctx, rebuildCheckpointStore(ctx.catalog, view.name))
   } catch (error) {
     // A duplicate or NULL key is the new definition's fault: keep nothing of the rebuild; the
     // view keeps serving what it had (DESIGN, invariant 4).
