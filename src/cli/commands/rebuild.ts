@@ -1,11 +1,6 @@
 import type { Command } from 'commander'
-import { createConsoleLogger } from '../../runner/logger.js'
-import { EXIT } from '../exit-codes.js'
-import { withMatview } from '../open-matview.js'
 import { type GlobalOptions, parseDurationFlag, parsePositiveInt } from '../options.js'
-import { formatSummary } from '../output/format.js'
-import { createProgressReporter } from '../output/progress.js'
-import { handleShutdownSignals } from '../signals.js'
+import { runViewsCommand } from '../run-views-command.js'
 
 interface RebuildFlags extends GlobalOptions {
   allChanged?: boolean
@@ -62,48 +57,17 @@ Examples:
     )
     .action(async (names: string[], _flags: RebuildFlags, command: Command) => {
       const flags = command.optsWithGlobals<RebuildFlags>()
-      const reporter = createProgressReporter({
-        live: !flags.json && process.stderr.isTTY === true,
-        write: (line) => !flags.json && console.log(line),
-      })
-      const logger = createConsoleLogger({ verbose: flags.verbose === true })
-      const shutdown = handleShutdownSignals((signal) =>
-        logger.warn(`${signal}: stopping after the current batch (send it again to exit at once)`),
-      )
-      try {
-        const summary = await withMatview(flags, (mv) =>
+      await runViewsCommand(
+        flags,
+        (mv, hooks) =>
           mv.rebuild(names, {
             allChanged: flags.allChanged === true,
             ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
             ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
             ...(flags.lockTimeout !== undefined ? { lockTimeout: flags.lockTimeout } : {}),
-            signal: shutdown.signal,
-            logger,
-            onProgress: (event) => reporter.onProgress(event),
+            ...hooks,
           }),
-        )
-        const failed = summary.views.some((v) => v.outcome === 'failed')
-        if (flags.json) {
-          console.log(
-            JSON.stringify(
-              {
-                durationMs: summary.durationMs,
-                ok: !failed,
-                views: summary.views.map(({ cause: _cause, ...view }) => view),
-              },
-              null,
-              2,
-            ),
-          )
-        } else if (summary.views.length === 0) {
-          console.log('nothing to rebuild: every declarative view is ready on its definition')
-        } else {
-          console.log(formatSummary(summary))
-        }
-        process.exitCode = shutdown.exitCode() ?? (failed ? EXIT.viewFailed : EXIT.ok)
-      } finally {
-        reporter.stop()
-        shutdown.dispose()
-      }
+        { whenEmpty: 'nothing to rebuild: every declarative view is ready on its definition' },
+      )
     })
 }

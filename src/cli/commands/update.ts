@@ -1,12 +1,6 @@
 import type { Command } from 'commander'
-import { createConsoleLogger } from '../../runner/logger.js'
-import type { UpdateSummary } from '../../runner/update.js'
-import { EXIT } from '../exit-codes.js'
-import { withMatview } from '../open-matview.js'
 import { collectList, type GlobalOptions, parseDurationFlag, parsePositiveInt } from '../options.js'
-import { formatSummary } from '../output/format.js'
-import { createProgressReporter } from '../output/progress.js'
-import { handleShutdownSignals } from '../signals.js'
+import { runViewsCommand } from '../run-views-command.js'
 
 export interface UpdateFlags extends GlobalOptions {
   views?: string[]
@@ -69,45 +63,16 @@ export async function executeUpdate(
   mode: { createOnly?: boolean } = {},
 ): Promise<void> {
   const views = [...(flags.views ?? []), ...(flags.models ?? [])]
-  const live = !flags.json && process.stderr.isTTY === true
-  const reporter = createProgressReporter({
-    live,
-    write: (line) => !flags.json && console.log(line),
-  })
-  const logger = createConsoleLogger({ verbose: flags.verbose === true })
-  const shutdown = handleShutdownSignals((signal) =>
-    logger.warn(`${signal}: stopping after the current batch (send it again to exit at once)`),
+  await runViewsCommand(flags, (mv, hooks) =>
+    mv.update({
+      ...(views.length > 0 ? { views } : {}),
+      ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
+      ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
+      ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
+      dryRun: flags.dryRun === true,
+      createOnly: mode.createOnly === true,
+      wait: flags.wait === true,
+      ...hooks,
+    }),
   )
-  try {
-    const summary = await withMatview(flags, (mv) =>
-      mv.update({
-        ...(views.length > 0 ? { views } : {}),
-        ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
-        ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
-        ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
-        dryRun: flags.dryRun === true,
-        createOnly: mode.createOnly === true,
-        wait: flags.wait === true,
-        signal: shutdown.signal,
-        logger,
-        onProgress: (event) => reporter.onProgress(event),
-      }),
-    )
-    if (flags.json) console.log(JSON.stringify(toJson(summary), null, 2))
-    else console.log(formatSummary(summary))
-    process.exitCode =
-      shutdown.exitCode() ??
-      (summary.views.some((v) => v.outcome === 'failed') ? EXIT.viewFailed : EXIT.ok)
-  } finally {
-    reporter.stop()
-    shutdown.dispose()
-  }
-}
-
-function toJson(summary: UpdateSummary) {
-  return {
-    durationMs: summary.durationMs,
-    ok: summary.views.every((v) => v.outcome !== 'failed'),
-    views: summary.views.map(({ cause: _cause, ...view }) => view),
-  }
 }
