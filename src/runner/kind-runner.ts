@@ -24,6 +24,8 @@ export interface RunContext {
   readonly notes: string[]
   /** Create and backfill what is missing, apply nothing (`matview create`). */
   readonly createOnly: boolean
+  /** Someone listens to `progress` (a progress bar): worth a query to learn the total. */
+  readonly tracksProgress: boolean
   /** Reports progress: `done` of `total` units (rows or keys). */
   progress(done: number, total: number): void
   /** Why the run must stop now, or undefined to go on (checked before each batch). */

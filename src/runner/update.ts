@@ -201,6 +201,7 @@ async function runView(
             counts,
             notes,
             createOnly: options.createOnly ?? false,
+            tracksProgress: options.onProgress !== undefined,
             progress: (done, total) =>
               options.onProgress?.({ type: 'progress', view: view.name, done, total }),
             shouldStop: () =>
