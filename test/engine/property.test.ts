@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import type { Kysely, RawBuilder } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { applyTuning } from '../../src/engine/apply-batch.js'
 import { type DeclarativeView, defineView, Matview, sql } from '../../src/index.js'
 import type { ViewResult } from '../../src/runner/update.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
@@ -44,10 +45,12 @@ type Write =
   | { kind: 'deleteCustomer'; id: number }
   | { kind: 'deleteRegion'; region: string | null }
 
+const PER_KEY_DEFAULT = applyTuning.perKeyMax
+
 type Step =
   | Write
   | { kind: 'transaction'; writes: Write[] }
-  | { kind: 'update'; batchSize: number; maxBatches: number | undefined }
+  | { kind: 'update'; batchSize: number; maxBatches: number | undefined; perKey: boolean }
 
 const write: fc.Arbitrary<Write> = fc.oneof(
   fc.record({
@@ -90,6 +93,8 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       kind: fc.constant('update' as const),
       batchSize: fc.integer({ min: 1, max: 6 }),
       maxBatches: fc.option(fc.integer({ min: 1, max: 3 }), { nil: undefined }),
+      // Which recompute a batch uses (per key, or = ANY): both must give the query's rows.
+      perKey: fc.boolean(),
     }),
     weight: 2,
   },
@@ -288,8 +293,11 @@ describe.each(DIALECTS)('declarative engine properties on %s', (dialect) => {
     const views = viewsOf(schema)
     const mv = await Matview.open({ database, views: views.map((v) => v.view) })
     const net = new Map<string, number>(views.map((v) => [v.view.name, 0]))
-    const update = async (options: { batchSize: number; maxBatches?: number }) => {
-      const summary = await mv.update(options)
+    const update = async (options: { batchSize: number; maxBatches?: number }, perKey = true) => {
+      applyTuning.perKeyMax = perKey ? PER_KEY_DEFAULT : 0
+      const summary = await mv.update(options).finally(() => {
+        applyTuning.perKeyMax = PER_KEY_DEFAULT
+      })
       expect(summary.views.map((v) => v.view).sort()).toEqual(views.map((v) => v.view.name).sort())
       for (const result of summary.views) {
         // A batch limit may stop a view early; nothing else may.
@@ -310,7 +318,7 @@ describe.each(DIALECTS)('declarative engine properties on %s', (dialect) => {
     try {
       for (const st of s.steps) {
         if (st.kind === 'update') {
-          await update({ batchSize: st.batchSize, maxBatches: st.maxBatches })
+          await update({ batchSize: st.batchSize, maxBatches: st.maxBatches }, st.perKey)
           // Nothing was written meanwhile: an update without a batch limit drained the log.
           if (st.maxBatches === undefined) await expectAllSame()
         } else if (st.kind === 'transaction') {
