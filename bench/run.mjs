@@ -16,10 +16,11 @@ import {
 } from './lib/phase-apply.mjs'
 import { backfillPhase } from './lib/phase-backfill.mjs'
 import { capturePhase, PLAIN, tpcbPhase } from './lib/phase-capture.mjs'
+import { strategyPhase } from './lib/phase-strategy.mjs'
 import { machineInfo, Results, section, writeResults } from './lib/report.mjs'
 import { createTables, customerTotalsView, rng, SIZES } from './lib/workload.mjs'
 
-const PHASES = ['backfill', 'capture', 'pgbench', 'noop', 'apply', 'drain']
+const PHASES = ['backfill', 'capture', 'pgbench', 'noop', 'apply', 'drain', 'strategy']
 
 const positive = (name) => (value) => {
   const n = Number(value)
@@ -173,7 +174,7 @@ async function main() {
       log('d. backfill vs CREATE TABLE AS')
       await backfillPhase(ctx)
     }
-    if (['capture', 'noop', 'apply', 'drain'].some(wants)) {
+    if (['capture', 'noop', 'apply', 'drain', 'strategy'].some(wants)) {
       log('creating the view customer_totals and the materialized view for REFRESH')
       main = await env.openMatview({ batchSize: plan.batchSize, views: [customerTotalsView()] })
       ctx.main = main
@@ -208,12 +209,16 @@ async function main() {
       log('b. drain after a burst vs REFRESH MATERIALIZED VIEW CONCURRENTLY')
       await drainPhase(ctx)
     }
+    if (wants('strategy')) {
+      log('f. incremental vs rebuild, and what auto chose')
+      await strategyPhase(ctx)
+    }
     if (wants('noop')) {
       log('e. update with nothing to do, after a long run history')
       await agedNoopPhase(ctx)
     }
     // Keep the table's order the same whatever order the phases ran in.
-    const groups = ['apply', 'drain', 'capture', 'backfill', 'noop']
+    const groups = ['apply', 'drain', 'strategy', 'capture', 'backfill', 'noop']
     const rank = (r) => groups.indexOf(r.group) * 2 + (r.name.includes('(info)') ? 1 : 0)
     results.rows.sort((a, b) => rank(a) - rank(b))
 

@@ -119,6 +119,16 @@ export const configSchema = z
       .min(1, { error: 'must be at least 1' })
       .max(1_000_000, { error: 'must be at most 1000000' })
       .optional(),
+    strategy: z
+      .enum(['incremental', 'rebuild', 'auto'], {
+        error: 'must be "incremental", "rebuild" or "auto"',
+      })
+      .optional(),
+    rebuildShare: z
+      .number({ error: 'must be a number' })
+      .gt(0, { error: 'must be more than 0 (a share of the view, e.g. 0.2 for 20%)' })
+      .max(1, { error: 'must be at most 1 (a share of the view, e.g. 0.2 for 20%)' })
+      .optional(),
     views: z
       .union([z.array(view), z.record(z.string(), view)], { error: 'must be a list of views' })
       .optional(),
@@ -129,7 +139,7 @@ export const configSchema = z
 export function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.map(String).join('.')
   if (issue.code === 'unrecognized_keys') {
-    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, views`
+    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, strategy, rebuildShare, views`
   }
   return path ? `${path}: ${issue.message}` : issue.message
 }

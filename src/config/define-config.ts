@@ -1,4 +1,5 @@
 import type { DatabaseSpec } from '../dialects/connect.js'
+import type { Strategy } from '../engine/choose-strategy.js'
 import type { MaterializedViewClass } from '../views/handwritten.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 
@@ -21,6 +22,18 @@ export interface MatviewConfig {
    * @defaultValue 1000
    */
   batchSize?: number
+  /**
+   * How `update` applies a declarative view's pending keys: `incremental` (batch by batch),
+   * `rebuild` (a rebuild with swap), or `auto`: a rebuild when at least `rebuildShare` of the
+   * view's rows is pending, else batches. `update --strategy` overrides it.
+   * @defaultValue `auto`
+   */
+  strategy?: Strategy
+  /**
+   * The share of a view's rows (0 to 1) that must be pending for `auto` to rebuild.
+   * @defaultValue 0.2
+   */
+  rebuildShare?: number
   /** The views: definitions from `defineView`/`defineHandwrittenView`, or `MaterializedView` classes. */
   views?:
     | ReadonlyArray<ViewDefinition | MaterializedViewClass>

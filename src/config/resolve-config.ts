@@ -1,4 +1,5 @@
 import { type DatabaseSpec, DEFAULT_PGLITE_DIR } from '../dialects/connect.js'
+import { DEFAULT_REBUILD_SHARE, type Strategy } from '../engine/choose-strategy.js'
 import { ConfigError } from '../errors/matview-error.js'
 import { fromClass, isMaterializedViewClass } from '../views/handwritten.js'
 import type { ViewDefinition } from '../views/view-definition.js'
@@ -12,6 +13,10 @@ export interface ResolvedConfig {
   databaseFrom: string
   schema: string
   batchSize: number
+  /** How declarative views apply pending keys (`update --strategy` overrides). */
+  strategy: Strategy
+  /** `auto` rebuilds a view when at least this share of its rows is pending. */
+  rebuildShare: number
   views: ViewDefinition[]
   /** The file it came from, if any. */
   configFile?: string
@@ -64,6 +69,8 @@ export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}):
     databaseFrom,
     schema: overrides.schema ?? file.schema?.trim() ?? 'matview',
     batchSize: overrides.batchSize ?? file.batchSize ?? 1000,
+    strategy: file.strategy ?? 'auto',
+    rebuildShare: file.rebuildShare ?? DEFAULT_REBUILD_SHARE,
     views,
   }
   if (overrides.configFile) resolved.configFile = overrides.configFile

@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewRunError } from '../errors/matview-error.js'
 import { duplicateKeyError } from './key-error.js'
 import { describeKey, keyAfter, keyColumns, keyIn, keyRow, keysAsText } from './key-sql.js'
@@ -36,11 +36,23 @@ export async function claimKeys(
   limit: number,
   after: string[] | undefined,
 ): Promise<string[][]> {
+  const { rows } = await sql<Record<string, unknown>>`
+    ${pendingKeyScan(view, limit, after)}
+    SELECT ${keysAsText(view.key, 'k')} FROM k`.execute(db)
+  return rows.map((row) => keyRow(row, view.key.length))
+}
+
+/** `WITH RECURSIVE k AS (…)`: up to `limit` distinct keys of the log after `after`, in order. */
+export function pendingKeyScan(
+  view: ViewRuntime,
+  limit: number,
+  after?: string[] | undefined,
+): RawBuilder<unknown> {
   const log = tableRef(view.objects.log)
   const cols = keyColumns(view.key, 'l')
   const start = after ? sql`WHERE ${keyAfter(view.key, 'l', after)}` : sql``
   const next = sql`WHERE (${cols}) > (${keyColumns(view.key, 'k')})`
-  const { rows } = await sql<Record<string, unknown>>`
+  return sql`
     WITH RECURSIVE k AS (
       (SELECT ${cols}, 1 AS n FROM ${log} AS l ${start} ORDER BY ${cols} LIMIT 1)
       UNION ALL
@@ -49,9 +61,7 @@ export async function claimKeys(
         SELECT ${cols} FROM ${log} AS l ${next} ORDER BY ${cols} LIMIT 1
       ) AS step
       WHERE k.n < ${limit}
-    )
-    SELECT ${keysAsText(view.key, 'k')} FROM k`.execute(db)
-  return rows.map((row) => keyRow(row, view.key.length))
+    )`
 }
 
 /**

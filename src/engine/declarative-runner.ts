@@ -3,17 +3,22 @@ import { ViewRunError } from '../errors/matview-error.js'
 import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
-import { backfill, type CheckpointStore } from './backfill.js'
+import { chooseRebuild } from './choose-strategy.js'
 import { createView } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
-import { findTable } from './inspect-definition.js'
+import { fillTable } from './fill-table.js'
 import { KeyError } from './key-error.js'
 import { keyColumns } from './key-sql.js'
 import { tableRef } from './names.js'
 import { pendingWork } from './pending.js'
 import { postgresError } from './postgres-errors.js'
+import {
+  REBUILD_LOCK_TIMEOUT_MS,
+  REBUILD_SWAP_ATTEMPTS,
+  rebuildView,
+} from './rebuild/rebuild-view.js'
 import { loadViewRuntime, type ViewRuntime } from './view-runtime.js'
-import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
+import { definitionHash } from './view-sql.js'
 
 /**
  * Runs a declarative view (DESIGN, the declarative algorithm): create what is missing, finish
@@ -46,6 +51,17 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
       ctx.notes.push('created')
     }
+    if (
+      runtime.state === 'rebuilding' &&
+      runtime.definitionHash === definitionHash(ctx.conn, view)
+    ) {
+      // A rebuild for the same definition (an earlier update's choice, or a rebuild after a
+      // TRUNCATE) that stopped half-way: finish it, as `matview rebuild` would.
+      ctx.notes.push('finishing the rebuild an earlier run started')
+      const stop = await rebuildInRun(view, ctx)
+      if (stop) return stop
+      runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
+    }
     checkRunnable(ctx.conn, view, runtime)
     if (runtime.state === 'building') {
       ctx.logger.debug(`view "${view.name}": backfilling`)
@@ -68,7 +84,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = { ...runtime, state: 'ready', backfillCheckpoint: null }
     }
     if (ctx.createOnly) return undefined
-    return applyPending(runtime, ctx)
+    return applyPending(runtime, view, ctx)
   },
 
   async pending(view, db, schema) {
@@ -80,29 +96,6 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
 
 async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
   await ctx.conn.transaction().execute((trx) => discardUnfinishedView(trx, ctx.schema, runtime))
-}
-
-/**
- * Backfills `runtime`'s table (a new view's target, or a rebuild's shadow with its own
- * checkpoint store), counting each range as a batch of inserted rows.
- */
-export async function fillTable(
-  runtime: ViewRuntime,
-  view: DeclarativeView,
-  ctx: Pick<RunContext, 'conn' | 'batchSize' | 'shouldStop' | 'progress' | 'counts'>,
-  checkpoint?: CheckpointStore,
-): Promise<StopReason | undefined> {
-  return backfill(runtime, await backfillSources(ctx.conn, view), {
-    conn: ctx.conn,
-    batchSize: ctx.batchSize,
-    shouldStop: ctx.shouldStop,
-    progress: ctx.progress,
-    onBatch: (rows) => {
-      ctx.counts.batches++
-      ctx.counts.inserted += rows
-    },
-    ...(checkpoint ? { checkpoint } : {}),
-  })
 }
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */
@@ -130,26 +123,18 @@ function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRunt
   }
 }
 
-/** The column-map sources that feed the first key column, for the backfill's key ranges. */
-export async function backfillSources(db: Kysely<any>, view: DeclarativeView) {
-  const found: { oid: string; column: string }[] = []
-  for (const name of sourceNames(view)) {
-    const mapping = view.sources[name]!
-    if (isQueryMapping(mapping)) continue
-    const table = await findTable(db, name)
-    const column = mapping[view.key[0]!]
-    if (table && column) found.push({ oid: table.oid, column })
-  }
-  return found
-}
-
 /** Staged rows mapped per statement: bounded so each statement stays short. */
 const STAGE_CHUNK = 10_000
 
-async function applyPending(view: ViewRuntime, ctx: RunContext): Promise<StopReason | undefined> {
+async function applyPending(
+  view: ViewRuntime,
+  definition: DeclarativeView,
+  ctx: RunContext,
+): Promise<StopReason | undefined> {
   let after: string[] | undefined
   let done = 0
   let total: number | undefined
+  let strategyChosen = ctx.strategy === 'incremental'
   while (true) {
     const stop = ctx.shouldStop()
     if (stop) return stop
@@ -171,6 +156,17 @@ async function applyPending(view: ViewRuntime, ctx: RunContext): Promise<StopRea
       if (after === undefined && staged === 0) return undefined
       after = undefined
       continue
+    }
+    if (!strategyChosen) {
+      strategyChosen = true
+      // Only a full first batch can mean a large share of the view is pending.
+      if (ctx.strategy === 'rebuild' || keys.length === ctx.batchSize) {
+        const why = await rebuildReason(view, ctx)
+        if (why) {
+          ctx.notes.push(why)
+          return rebuildInRun(definition, ctx)
+        }
+      }
     }
     // Counting the whole log costs a scan (20 ms on a large log): only for a progress bar, and
     // only when the run has more than one batch.
@@ -195,4 +191,38 @@ async function countPending(db: Kysely<any>, view: ViewRuntime): Promise<number>
     db,
   )
   return Number(rows[0]!.n)
+}
+
+/** Why this run rebuilds the view instead of applying its keys, or undefined to apply them. */
+async function rebuildReason(view: ViewRuntime, ctx: RunContext): Promise<string | undefined> {
+  if (ctx.strategy === 'rebuild') return 'rebuilt instead of applied (--strategy rebuild)'
+  const choice = await chooseRebuild(ctx.conn, view, ctx.rebuildShare)
+  ctx.logger.debug(
+    `view "${view.name}": ${choice.pendingKeys}${choice.rebuild ? '+' : ''} keys pending of about ${choice.targetRows} rows: ${choice.rebuild ? 'rebuild' : 'incremental'}`,
+  )
+  if (!choice.rebuild) return undefined
+  const share =
+    choice.targetRows > 0 ? Math.round((100 * choice.pendingKeys) / choice.targetRows) : 100
+  return `rebuilt: ${choice.pendingKeys.toLocaleString('en-US')}+ keys pending, ${share}%+ of the view, cost more to apply one by one (strategy auto)`
+}
+
+/** Rebuilds the view in this run, under the lock the run holds (DESIGN, Rebuild). */
+async function rebuildInRun(
+  view: DeclarativeView,
+  ctx: RunContext,
+): Promise<StopReason | undefined> {
+  const { stop } = await rebuildView(view, {
+    conn: ctx.conn,
+    catalog: ctx.schema,
+    configViews: ctx.configViews,
+    batchSize: ctx.batchSize,
+    lockTimeoutMs: REBUILD_LOCK_TIMEOUT_MS,
+    swapAttempts: REBUILD_SWAP_ATTEMPTS,
+    logger: ctx.logger,
+    counts: ctx.counts,
+    notes: ctx.notes,
+    progress: ctx.progress,
+    shouldStop: ctx.shouldStop,
+  })
+  return stop
 }

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import type { RunCounts } from '../catalog/runs.js'
 import type { Database } from '../dialects/connect.js'
+import type { Strategy } from '../engine/choose-strategy.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import type { Logger } from './logger.js'
 
@@ -24,6 +25,12 @@ export interface RunContext {
   readonly notes: string[]
   /** Create and backfill what is missing, apply nothing (`matview create`). */
   readonly createOnly: boolean
+  /** How declarative views apply their pending keys: batch by batch, by a rebuild, or either. */
+  readonly strategy: Strategy
+  /** `auto` rebuilds when at least this share of a view's rows is pending. */
+  readonly rebuildShare: number
+  /** Every view of the config (a rebuild re-attaches the views that read the rebuilt one). */
+  readonly configViews: readonly ViewDefinition[]
   /** Someone listens to `progress` (a progress bar): worth a query to learn the total. */
   readonly tracksProgress: boolean
   /** Reports progress: `done` of `total` units (rows or keys). */

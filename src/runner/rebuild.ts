@@ -2,7 +2,11 @@ import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog
 import { readViewRows } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
-import { rebuildView } from '../engine/rebuild/rebuild-view.js'
+import {
+  REBUILD_LOCK_TIMEOUT_MS,
+  REBUILD_SWAP_ATTEMPTS,
+  rebuildView,
+} from '../engine/rebuild/rebuild-view.js'
 import { definitionHash } from '../engine/view-sql.js'
 import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
@@ -37,9 +41,6 @@ export interface RebuildSummary {
   views: RebuildResult[]
   durationMs: number
 }
-
-const LOCK_TIMEOUT_MS = 3000
-const SWAP_ATTEMPTS = 5
 
 /**
  * Rebuilds the named views (and with `allChanged` the changed ones), one after the other in
@@ -164,8 +165,8 @@ async function rebuildOne(
             catalog: config.schema,
             configViews: config.views,
             batchSize: options.batchSize ?? config.batchSize,
-            lockTimeoutMs: options.lockTimeout ?? LOCK_TIMEOUT_MS,
-            swapAttempts: SWAP_ATTEMPTS,
+            lockTimeoutMs: options.lockTimeout ?? REBUILD_LOCK_TIMEOUT_MS,
+            swapAttempts: REBUILD_SWAP_ATTEMPTS,
             logger: options.logger ?? silentLogger,
             counts,
             notes,

@@ -4,6 +4,7 @@ import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog
 import { registerView } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import type { Strategy } from '../engine/choose-strategy.js'
 import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import { Budget } from './budget.js'
@@ -21,6 +22,11 @@ export interface UpdateOptions {
   maxTime?: number
   /** The most batches per view. */
   maxBatches?: number
+  /**
+   * How declarative views apply their pending keys (default: the config's, else `auto`):
+   * `incremental` batch by batch, `rebuild` a rebuild with swap, `auto` whichever costs less.
+   */
+  strategy?: Strategy
   /** Only create and backfill declarative views that are missing; apply no changes. */
   createOnly?: boolean
   /** Report what each view needs, write nothing. */
@@ -201,6 +207,9 @@ async function runView(
             counts,
             notes,
             createOnly: options.createOnly ?? false,
+            strategy: options.strategy ?? config.strategy,
+            rebuildShare: config.rebuildShare,
+            configViews: config.views,
             tracksProgress: options.onProgress !== undefined,
             progress: (done, total) =>
               options.onProgress?.({ type: 'progress', view: view.name, done, total }),

@@ -1,4 +1,5 @@
-import type { Command } from 'commander'
+import { type Command, Option } from 'commander'
+import { STRATEGIES, type Strategy } from '../../engine/choose-strategy.js'
 import { collectList, type GlobalOptions, parseDurationFlag, parsePositiveInt } from '../options.js'
 import { runViewsCommand } from '../run-views-command.js'
 
@@ -11,6 +12,7 @@ export interface UpdateFlags extends GlobalOptions {
   dryRun?: boolean
   wait?: boolean
   json?: boolean
+  strategy?: Strategy
 }
 
 export function registerUpdate(program: Command): void {
@@ -38,6 +40,12 @@ export function registerUpdate(program: Command): void {
       'at most this many batches per view',
       parsePositiveInt('--max-batches', Number.MAX_SAFE_INTEGER),
     )
+    .addOption(
+      new Option(
+        '--strategy <strategy>',
+        'how declarative views apply pending keys: in batches, by a rebuild with swap, or whichever costs less (default: the config, else auto)',
+      ).choices(STRATEGIES),
+    )
     .option('--dry-run', 'print what each view needs, write nothing')
     .option('--wait', 'wait for views another runner holds instead of skipping them')
     .option('--json', 'print a machine-readable summary on stdout')
@@ -50,7 +58,8 @@ Exit codes: 0 done (or stopped by --max-time/--max-batches with work left), 1 a 
 Examples:
   $ matview update                           every view, until nothing is pending
   $ matview update --views customer_totals --max-time 30s
-  $ matview update --dry-run                 what would be applied`,
+  $ matview update --dry-run                 what would be applied
+  $ matview update --strategy incremental    never rebuild, even after a mass update`,
     )
     .action(async (_flags: UpdateFlags, command: Command) => {
       await executeUpdate(command.optsWithGlobals<UpdateFlags>())
@@ -69,6 +78,7 @@ export async function executeUpdate(
       ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
       ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
       ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
+      ...(flags.strategy !== undefined ? { strategy: flags.strategy } : {}),
       dryRun: flags.dryRun === true,
       createOnly: mode.createOnly === true,
       wait: flags.wait === true,

@@ -7,7 +7,7 @@ import type { Logger } from '../../runner/logger.js'
 import type { DeclarativeView } from '../../views/declarative.js'
 import type { ViewDefinition } from '../../views/view-definition.js'
 import { type BatchCounts, batchError } from '../apply-batch.js'
-import { fillTable } from '../declarative-runner.js'
+import { fillTable } from '../fill-table.js'
 import { KeyError } from '../key-error.js'
 import { displayName, tableRef } from '../names.js'
 import { postgresError } from '../postgres-errors.js'
@@ -26,6 +26,10 @@ import {
 import { startRebuild } from './start-rebuild.js'
 import { swapIn } from './swap.js'
 import { refuseBlockedSwap } from './swap-blockers.js'
+
+/** How long the swap waits for its locks before it tries again, and how many times it tries. */
+export const REBUILD_LOCK_TIMEOUT_MS = 3000
+export const REBUILD_SWAP_ATTEMPTS = 5
 
 /** What rebuilding one view works with; the caller holds the view's lock on `conn`. */
 export interface RebuildContext {

@@ -1,0 +1,68 @@
+import { type Kysely, sql } from 'kysely'
+import { pendingKeyScan } from './apply-batch.js'
+import { tableRef } from './names.js'
+import type { ViewRuntime } from './view-runtime.js'
+
+/** How `update` applies a view's pending keys. */
+export type Strategy = 'incremental' | 'rebuild' | 'auto'
+
+export const STRATEGIES: readonly Strategy[] = ['incremental', 'rebuild', 'auto']
+
+/** `auto`'s default share of a view's rows pending above which it rebuilds (bench/RESULTS.md). */
+export const DEFAULT_REBUILD_SHARE = 0.2
+
+/**
+ * Below this many pending keys `auto` never rebuilds: a rebuild's fixed cost (a new table, log
+ * and triggers, the swap) is worth a few thousand keys applied in batches.
+ */
+export const REBUILD_MIN_KEYS = 5_000
+
+/** What `auto` decided, and the figures it decided on (for the run's notes). */
+export interface StrategyChoice {
+  rebuild: boolean
+  /** Distinct pending keys, counted up to the point where the answer was clear. */
+  pendingKeys: number
+  /** The planner's estimate of the target's rows. */
+  targetRows: number
+}
+
+/**
+ * Incremental apply costs about the same per key whatever the view's size (an index probe per
+ * key and table); a rebuild costs one pass of the whole query, as REFRESH does. So when the
+ * pending keys are a large share of the view, the rebuild is cheaper: `share` is that share
+ * (bench/RESULTS.md measures where the two meet). The keys are counted with the claim's loose
+ * index scan, stopped as soon as the threshold is reached, so the count never costs more than a
+ * small part of the work it decides about.
+ */
+export async function chooseRebuild(
+  db: Kysely<any>,
+  view: ViewRuntime,
+  share: number,
+): Promise<StrategyChoice> {
+  const targetRows = await estimatedRows(db, view)
+  const threshold = Math.max(REBUILD_MIN_KEYS, Math.ceil(share * targetRows))
+  const pendingKeys = await countKeys(db, view, threshold)
+  return { rebuild: pendingKeys >= threshold, pendingKeys, targetRows }
+}
+
+/**
+ * The planner's row estimate for the target: from its statistics when analyzed, else from its
+ * size on disk, the way PostgreSQL estimates any table. Never a count: that reads the table.
+ */
+async function estimatedRows(db: Kysely<any>, view: ViewRuntime): Promise<number> {
+  const { rows } = await sql<{ 'QUERY PLAN': unknown }>`
+    EXPLAIN (FORMAT JSON) SELECT 1 FROM ${tableRef(view.target)}`.execute(db)
+  const plan = rows[0]?.['QUERY PLAN']
+  const parsed = (typeof plan === 'string' ? JSON.parse(plan) : plan) as [
+    { Plan: { 'Plan Rows': number } },
+  ]
+  return parsed[0].Plan['Plan Rows']
+}
+
+/** Distinct keys in the view's log, counted up to `limit`. */
+async function countKeys(db: Kysely<any>, view: ViewRuntime, limit: number): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    ${pendingKeyScan(view, limit)}
+    SELECT count(*) AS n FROM k`.execute(db)
+  return Number(rows[0]!.n)
+}

@@ -1,0 +1,101 @@
+import { sql } from 'kysely'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { REBUILD_MIN_KEYS } from '../../src/engine/choose-strategy.js'
+import { defineView, Matview } from '../../src/index.js'
+import { queryDifferences } from '../../src/views/query-differences.js'
+import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+
+const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
+const customerTotals = defineView({
+  name: 'customer_totals',
+  key: ['customer_id'],
+  query: customerTotalsQuery,
+  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
+})
+// More customers than the least number of pending keys `auto` rebuilds for.
+const CUSTOMERS = REBUILD_MIN_KEYS + 1_000
+
+describe.each(DIALECTS)('update strategy on %s', (dialect) => {
+  let database: TestDatabase
+  let mv: Matview
+  beforeEach(async () => {
+    database = await freshDatabase(dialect)
+    await createDemoSchema(database.db, { customers: CUSTOMERS, orders: CUSTOMERS * 3 })
+    mv = await Matview.open({ database, batchSize: 200, views: [customerTotals] })
+    await mv.update()
+  })
+  afterEach(async () => {
+    await mv?.close()
+    await database?.close()
+  })
+
+  const same = async () =>
+    expect(
+      await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, COLUMNS),
+    ).toEqual({ extra: [], missing: [] })
+  // A rebuild swaps a new table in: the target's oid tells which way the update went.
+  const targetOid = async () =>
+    (
+      await sql<{ oid: number }>`SELECT 'customer_totals'::regclass::oid AS oid`.execute(
+        database.db,
+      )
+    ).rows[0]!.oid
+  const massUpdate = () =>
+    sql`UPDATE orders SET amount_cents = amount_cents + 1`.execute(database.db)
+
+  it('rebuilds after a mass update, and applies a few changes in batches', async () => {
+    const before = await targetOid()
+    await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE id <= 40`.execute(database.db)
+    const few = await mv.update()
+    expect(few.views[0]).toMatchObject({ outcome: 'done' })
+    expect(few.views[0]!.updated).toBeGreaterThan(0)
+    expect(few.views[0]!.notes ?? []).not.toContainEqual(expect.stringContaining('rebuilt'))
+    expect(await targetOid()).toBe(before)
+    await same()
+
+    await massUpdate()
+    const mass = await mv.update()
+    expect(mass.views[0]).toMatchObject({ outcome: 'done' })
+    expect(mass.views[0]!.notes).toContainEqual(expect.stringMatching(/^rebuilt: .*strategy auto/))
+    expect(await targetOid()).not.toBe(before)
+    await same()
+    // The rebuilt view keeps capturing: the next change is applied in a batch.
+    await sql`UPDATE customers SET region = 'moon' WHERE id = 5`.execute(database.db)
+    const after = await mv.update()
+    expect(after.views[0]).toMatchObject({ outcome: 'done', updated: 1 })
+    await same()
+    const [status] = await mv.status()
+    expect(status).toMatchObject({ state: 'ready', pending: { total: 0 } })
+  })
+
+  it('follows --strategy: incremental never rebuilds, rebuild always does', async () => {
+    const before = await targetOid()
+    await massUpdate()
+    const incremental = await mv.update({ strategy: 'incremental' })
+    expect(incremental.views[0]).toMatchObject({ outcome: 'done' })
+    expect(incremental.views[0]!.updated).toBeGreaterThan(REBUILD_MIN_KEYS / 2)
+    expect(await targetOid()).toBe(before)
+    await same()
+
+    await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE id <= 5`.execute(database.db)
+    const rebuild = await mv.update({ strategy: 'rebuild' })
+    expect(rebuild.views[0]!.notes).toContain('rebuilt instead of applied (--strategy rebuild)')
+    expect(await targetOid()).not.toBe(before)
+    await same()
+  })
+
+  it('a rebuild the time budget cut short is finished by the next update', async () => {
+    await massUpdate()
+    const cut = await mv.update({ maxBatches: 1 })
+    expect(cut.views[0]).toMatchObject({ outcome: 'partial', reason: 'batch limit' })
+    expect((await mv.status())[0]).toMatchObject({ state: 'rebuilding' })
+    // Writes meanwhile land in the rebuild's log and are in the result.
+    await sql`DELETE FROM orders WHERE customer_id = 11`.execute(database.db)
+    const finished = await mv.update()
+    expect(finished.views[0]).toMatchObject({ outcome: 'done' })
+    expect(finished.views[0]!.notes).toContain('finishing the rebuild an earlier run started')
+    await same()
+    expect((await mv.status())[0]).toMatchObject({ state: 'ready', pending: { total: 0 } })
+  })
+})
