@@ -18,6 +18,8 @@ export interface BatchCounts {
   inserted: number
   updated: number
   deleted: number
+  /** Change-log rows the batch deleted (several per key after a burst). */
+  cleared?: number
 }
 
 /**
@@ -159,6 +161,7 @@ export async function applyKeys(
       inserted: Number(row.inserted),
       updated: Number(row.updated),
       deleted: Number(row.deleted),
+      cleared: Number(row.cleared),
     }
   } catch (error) {
     if (postgresError(error)?.code === SQLSTATE.cardinalityViolation) {

@@ -135,6 +135,7 @@ async function applyPending(
   let done = 0
   let total: number | undefined
   let strategyChosen = ctx.strategy === 'incremental'
+  let cleared = 0
   while (true) {
     const stop = ctx.shouldStop()
     if (stop) return stop
@@ -153,7 +154,10 @@ async function applyPending(
     const keys = await claimKeys(ctx.conn, view, ctx.batchSize, after)
     if (keys.length === 0) {
       // Wrapped past the last key: start again from the first, unless nothing is left at all.
-      if (after === undefined && staged === 0) return undefined
+      if (after === undefined && staged === 0) {
+        if (cleared >= VACUUM_AFTER_ROWS) await vacuumLog(view, ctx)
+        return undefined
+      }
       after = undefined
       continue
     }
@@ -177,6 +181,7 @@ async function applyPending(
     ctx.counts.inserted += counts.inserted
     ctx.counts.updated += counts.updated
     ctx.counts.deleted += counts.deleted
+    cleared += counts.cleared ?? 0
     done += keys.length
     if (total !== undefined) ctx.progress(done, Math.max(total, done))
     after = keys.at(-1)
@@ -191,6 +196,20 @@ async function countPending(db: Kysely<any>, view: ViewRuntime): Promise<number>
     db,
   )
   return Number(rows[0]!.n)
+}
+
+/**
+ * A drain that deleted this many log rows vacuums the log: its dead index entries would
+ * otherwise slow every claim's index scan (3 ms instead of 0.3 ms on an empty log) and every
+ * writer's insert until autovacuum came by.
+ */
+const VACUUM_AFTER_ROWS = 10_000
+
+async function vacuumLog(view: ViewRuntime, ctx: RunContext): Promise<void> {
+  // Outside any transaction (VACUUM refuses one); the run's connection holds none here.
+  await sql`VACUUM ${tableRef(view.objects.log)}`.execute(ctx.conn).catch((error) => {
+    ctx.logger.debug(`view "${view.name}": vacuuming the change log failed: ${String(error)}`)
+  })
 }
 
 /** Why this run rebuilds the view instead of applying its keys, or undefined to apply them. */

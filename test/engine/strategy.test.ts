@@ -98,4 +98,26 @@ describe.each(DIALECTS)('update strategy on %s', (dialect) => {
     await same()
     expect((await mv.status())[0]).toMatchObject({ state: 'ready', pending: { total: 0 } })
   })
+
+  it('vacuums the change log after a drain that deleted many rows', async () => {
+    const { rows } = await sql<{ id: number }>`
+      SELECT id FROM matview.views WHERE name = 'customer_totals'`.execute(database.db)
+    const log = `matview.log_${rows[0]!.id}`
+    const logStats = async () =>
+      (
+        await sql<{ reltuples: number }>`
+          SELECT reltuples::float8 AS reltuples FROM pg_class WHERE oid = ${log}::regclass`.execute(
+          database.db,
+        )
+      ).rows[0]!.reltuples
+    // Never vacuumed nor analyzed yet.
+    expect(Number(await logStats())).toBe(-1)
+    await massUpdate()
+    await massUpdate()
+    const drained = await mv.update({ strategy: 'incremental' })
+    expect(drained.views[0]).toMatchObject({ outcome: 'done' })
+    // VACUUM records the (now empty) log's size.
+    expect(Number(await logStats())).toBe(0)
+    await same()
+  })
 })
