@@ -4,15 +4,8 @@ import { duplicateKeyError } from './key-error.js'
 import { describeKey, keyAfter, keyColumns, keyIn, keyRow, keysAsText } from './key-sql.js'
 import { columnList, tableRef } from './names.js'
 import { postgresError, SQLSTATE } from './postgres-errors.js'
+import { recomputePerKey } from './recompute-choice.js'
 import type { StagedSource, ViewRuntime } from './view-runtime.js'
-
-/**
- * Batches up to this many keys are recomputed key by key (a LATERAL subquery per key); larger
- * ones with `= ANY`. Per key costs a few index probes per key; `= ANY` costs a scan of the
- * tables the key is not pushed down to, which a large batch pays for anyway (bench/RESULTS.md).
- * Mutable for tests, which run both paths; not part of the public API.
- */
-export const applyTuning = { perKeyMax: 2000 }
 
 export interface BatchCounts {
   inserted: number
@@ -80,6 +73,7 @@ export async function applyKeys(
   view: ViewRuntime,
   keys: string[][],
 ): Promise<BatchCounts> {
+  const perKey = await recomputePerKey(db, view, keys)
   const target = tableRef(view.target)
   const cols = columnList(view.columns)
   const values = view.columns.filter((c) => !view.key.includes(c))
@@ -110,32 +104,31 @@ export async function applyKeys(
   const selected = columnList(view.columns, 'q')
   // Two ways to name the batch's keys to the query; both recompute exactly the keys whose log
   // rows the statement deletes (cleared = recomputed = removed), which is all correctness needs.
-  const keyed =
-    keys.length <= applyTuning.perKeyMax
-      ? {
-          // Per key: each claimed key is an outer value of a LATERAL subquery, so PostgreSQL
-          // pushes `q.key = k.key` into the query and derives it for every table joined on the
-          // key (an index probe on customers as well as orders). `= ANY(array)` reaches only the
-          // table whose column it names; the others were scanned whole every batch
-          // (bench/RESULTS.md). OFFSET 0 keeps the subquery from being flattened into a join.
-          // The key values come typed from the log's own columns, and are exact tuples.
-          cleared: sql`DELETE FROM ${log} AS l WHERE ${keyIn(view.key, 'l', keys)} RETURNING ${keyColumns(view.key, 'l')}`,
-          claimed: sql`, claimed AS MATERIALIZED (SELECT DISTINCT ${keyColumns(view.key)} FROM cleared)`,
-          fresh: sql`SELECT q.* FROM claimed AS k CROSS JOIN LATERAL (
+  const keyed = perKey
+    ? {
+        // Per key: each claimed key is an outer value of a LATERAL subquery, so PostgreSQL
+        // pushes `q.key = k.key` into the query and derives it for every table joined on the
+        // key (an index probe on customers as well as orders). `= ANY(array)` reaches only the
+        // table whose column it names; the others were scanned whole every batch
+        // (bench/RESULTS.md). OFFSET 0 keeps the subquery from being flattened into a join.
+        // The key values come typed from the log's own columns, and are exact tuples.
+        cleared: sql`DELETE FROM ${log} AS l WHERE ${keyIn(view.key, 'l', keys)} RETURNING ${keyColumns(view.key, 'l')}`,
+        claimed: sql`, claimed AS MATERIALIZED (SELECT DISTINCT ${keyColumns(view.key)} FROM cleared)`,
+        fresh: sql`SELECT q.* FROM claimed AS k CROSS JOIN LATERAL (
           SELECT ${selected} FROM (${view.query}) AS q WHERE ${sameKey('q', 'k')} OFFSET 0
         ) AS q`,
-          removed: sql`DELETE FROM ${target} AS t USING claimed AS k
+        removed: sql`DELETE FROM ${target} AS t USING claimed AS k
         WHERE ${sameKey('t', 'k')} AND NOT EXISTS (SELECT 1 FROM fresh AS f WHERE ${sameKey('f', 't')})`,
-        }
-      : {
-          // Many keys: one `= ANY` per key column, which PostgreSQL turns into index scans of the
-          // tables that hold them (or a scan when the batch touches most of a table anyway).
-          cleared: sql`DELETE FROM ${log} AS l WHERE ${keyIn(view.key, 'l', keys)} RETURNING 1`,
-          claimed: sql``,
-          fresh: sql`SELECT ${selected} FROM (${view.query}) AS q WHERE ${keyIn(view.key, 'q', keys)}`,
-          removed: sql`DELETE FROM ${target} AS t
+      }
+    : {
+        // Many keys: one `= ANY` per key column, which PostgreSQL turns into index scans of the
+        // tables that hold them (or a scan when the batch touches most of a table anyway).
+        cleared: sql`DELETE FROM ${log} AS l WHERE ${keyIn(view.key, 'l', keys)} RETURNING 1`,
+        claimed: sql``,
+        fresh: sql`SELECT ${selected} FROM (${view.query}) AS q WHERE ${keyIn(view.key, 'q', keys)}`,
+        removed: sql`DELETE FROM ${target} AS t
         WHERE ${keyIn(view.key, 't', keys)} AND NOT EXISTS (SELECT 1 FROM fresh AS f WHERE ${sameKey('f', 't')})`,
-        }
+      }
   try {
     const { rows } = await sql<Record<string, string>>`
       WITH cleared AS (

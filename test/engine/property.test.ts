@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import type { Kysely, RawBuilder } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { applyTuning } from '../../src/engine/apply-batch.js'
+import { applyTuning } from '../../src/engine/recompute-choice.js'
 import { type DeclarativeView, defineView, Matview, sql } from '../../src/index.js'
 import type { ViewResult } from '../../src/runner/update.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
@@ -44,8 +44,6 @@ type Write =
   | { kind: 'renumberCustomer'; id: number; to: number }
   | { kind: 'deleteCustomer'; id: number }
   | { kind: 'deleteRegion'; region: string | null }
-
-const PER_KEY_DEFAULT = applyTuning.perKeyMax
 
 type Step =
   | Write
@@ -294,9 +292,9 @@ describe.each(DIALECTS)('declarative engine properties on %s', (dialect) => {
     const mv = await Matview.open({ database, views: views.map((v) => v.view) })
     const net = new Map<string, number>(views.map((v) => [v.view.name, 0]))
     const update = async (options: { batchSize: number; maxBatches?: number }, perKey = true) => {
-      applyTuning.perKeyMax = perKey ? PER_KEY_DEFAULT : 0
+      applyTuning.force = perKey ? 'each' : 'any'
       const summary = await mv.update(options).finally(() => {
-        applyTuning.perKeyMax = PER_KEY_DEFAULT
+        applyTuning.force = undefined
       })
       expect(summary.views.map((v) => v.view).sort()).toEqual(views.map((v) => v.view.name).sort())
       for (const result of summary.views) {
