@@ -13,6 +13,7 @@ export {
 export { connect, type Database, type DatabaseSpec } from './dialects/connect.js'
 export type { DialectAdapter, LockKey } from './dialects/dialect-adapter.js'
 export type { DropResult } from './engine/drop-view.js'
+export type { Comparison, DriftKeys, DriftKind } from './engine/verify-view.js'
 export {
   CatalogVersionError,
   ConfigError,
@@ -31,6 +32,13 @@ export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'
 export type { RebuildOptions, RebuildResult, RebuildSummary } from './runner/rebuild.js'
 export type { ViewStatus } from './runner/status.js'
+export type {
+  VerifyOptions,
+  VerifyOutcome,
+  VerifyProgressEvent,
+  VerifyResult,
+  VerifySummary,
+} from './runner/verify.js'
 export type {
   ProgressEvent,
   UpdateOptions,

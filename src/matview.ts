@@ -11,6 +11,7 @@ import { type DropResult, dropView } from './engine/drop-view.js'
 import { type RebuildOptions, type RebuildSummary, runRebuild } from './runner/rebuild.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
 import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
+import { runVerify, type VerifyOptions, type VerifySummary } from './runner/verify.js'
 
 /**
  * An open matview: the config, the database connection and a ready catalog. Reuse one for
@@ -55,6 +56,19 @@ export class Matview {
    */
   rebuild(names: string[], options: RebuildOptions = {}): Promise<RebuildSummary> {
     return runRebuild(this.database, this.config, names, options)
+  }
+
+  /**
+   * Compares declarative views with their queries (all of them when `names` is empty), in key
+   * ranges of one short read-only statement each, and reports missing, extra and different
+   * keys; with `repair` it applies the drifted keys (see `matview verify`).
+   *
+   * @example
+   * const { views } = await mv.verify(['customer_totals'])
+   * if (views[0]!.outcome === 'drift') console.log(views[0]!.different)
+   */
+  verify(names: string[] = [], options: VerifyOptions = {}): Promise<VerifySummary> {
+    return runVerify(this.database, this.config, names, options)
   }
 
   /** Every view's state, pending work, last run and lock. */
