@@ -7,6 +7,7 @@ import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
+import { registerVerify } from './commands/verify.js'
 
 /** The `matview` command line, without running it (tests parse it directly). */
 export function createProgram(version: string): Command {
@@ -34,6 +35,7 @@ export function createProgram(version: string): Command {
   registerStatus(program)
   registerHistory(program)
   registerRebuild(program)
+  registerVerify(program)
   registerDrop(program)
   registerList(program)
   registerDemo(program)
