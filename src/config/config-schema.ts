@@ -2,6 +2,11 @@ import { Kysely } from 'kysely'
 import { z } from 'zod'
 import { isDatabase, isPGlite } from '../dialects/connect.js'
 import { isMaterializedViewClass } from '../views/handwritten.js'
+import { parseDuration } from './duration.js'
+
+/** The shortest `keepRuns`: a bare number is milliseconds, so `keepRuns: 30` meant as days would
+ * otherwise delete the whole history. */
+export const MIN_KEEP_RUNS_MS = 60_000
 
 const HOOKS = [
   'needsInsert',
@@ -119,6 +124,17 @@ export const configSchema = z
       .min(1, { error: 'must be at least 1' })
       .max(1_000_000, { error: 'must be at most 1000000' })
       .optional(),
+    keepRuns: z
+      .union([z.string(), z.number()], {
+        error: 'must be a duration such as 30d, 12h or 90m',
+      })
+      .refine((value) => parseDuration(value) !== undefined, {
+        error: 'must be a duration such as 30d, 12h or 90m',
+      })
+      .refine((value) => (parseDuration(value) ?? 0) >= MIN_KEEP_RUNS_MS, {
+        error: 'must be at least 1m (a bare number is milliseconds)',
+      })
+      .optional(),
     views: z
       .union([z.array(view), z.record(z.string(), view)], { error: 'must be a list of views' })
       .optional(),
@@ -129,7 +145,7 @@ export const configSchema = z
 export function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.map(String).join('.')
   if (issue.code === 'unrecognized_keys') {
-    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, views`
+    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, keepRuns, views`
   }
   return path ? `${path}: ${issue.message}` : issue.message
 }

@@ -21,6 +21,12 @@ export interface MatviewConfig {
    * @defaultValue 1000
    */
   batchSize?: number
+  /**
+   * How long run history is kept: `update` and `rebuild` delete a view's older runs as they
+   * finish (at most 1,000 per run). A duration such as `'30d'`, `'12h'`, or milliseconds.
+   * @defaultValue `'30d'`
+   */
+  keepRuns?: string | number
   /** The views: definitions from `defineView`/`defineHandwrittenView`, or `MaterializedView` classes. */
   views?:
     | ReadonlyArray<ViewDefinition | MaterializedViewClass>
