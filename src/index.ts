@@ -27,18 +27,11 @@ export {
   ViewDefinitionError,
   ViewRunError,
 } from './errors/matview-error.js'
-export { createMatview, Matview, status, update } from './matview.js'
+export { createMatview, Matview, status, update, viewSql } from './matview.js'
 export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'
 export type { RebuildOptions, RebuildResult, RebuildSummary } from './runner/rebuild.js'
 export type { ViewStatus } from './runner/status.js'
-export type {
-  VerifyOptions,
-  VerifyOutcome,
-  VerifyProgressEvent,
-  VerifyResult,
-  VerifySummary,
-} from './runner/verify.js'
 export type {
   ProgressEvent,
   UpdateOptions,
@@ -46,6 +39,13 @@ export type {
   ViewOutcome,
   ViewResult,
 } from './runner/update.js'
+export type {
+  VerifyOptions,
+  VerifyOutcome,
+  VerifyProgressEvent,
+  VerifyResult,
+  VerifySummary,
+} from './runner/verify.js'
 export {
   type DeclarativeView,
   type DeclarativeViewInput,

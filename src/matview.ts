@@ -8,6 +8,7 @@ import {
 } from './config/resolve-config.js'
 import { connect, type Database } from './dialects/connect.js'
 import { type DropResult, dropView } from './engine/drop-view.js'
+import { printViewSql } from './runner/print-sql.js'
 import { type RebuildOptions, type RebuildSummary, runRebuild } from './runner/rebuild.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
 import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
@@ -117,6 +118,24 @@ export async function update(
     return await mv.update(options)
   } finally {
     await mv.close()
+  }
+}
+
+/**
+ * The DDL `create` would run for the declarative views not created yet (all of them when
+ * `names` is empty), as a commented SQL script for a migration tool (see `matview sql`).
+ * Changes nothing: it does not even create the catalog, whose migrations it prints instead.
+ */
+export async function viewSql(
+  config: MatviewConfig | ResolvedConfig,
+  names: string[] = [],
+): Promise<string> {
+  const resolved = isResolved(config) ? config : resolveConfig(config)
+  const database = await connect(resolved.database)
+  try {
+    return await printViewSql(database, resolved, names)
+  } finally {
+    await database.close()
   }
 }
 

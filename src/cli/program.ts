@@ -5,6 +5,7 @@ import { registerDrop } from './commands/drop.js'
 import { registerHistory } from './commands/history.js'
 import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
+import { registerSql } from './commands/sql.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
 import { registerVerify } from './commands/verify.js'
@@ -36,6 +37,7 @@ export function createProgram(version: string): Command {
   registerHistory(program)
   registerRebuild(program)
   registerVerify(program)
+  registerSql(program)
   registerDrop(program)
   registerList(program)
   registerDemo(program)

@@ -4,7 +4,8 @@ import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.j
 import type { DeclarativeView } from '../views/declarative.js'
 import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
 import { backfill, type CheckpointStore } from './backfill.js'
-import { createView } from './create-view.js'
+import { acceptPrintedObjects } from './check-printed-objects.js'
+import { createView, PRINTED_STATE_REASON } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { findTable } from './inspect-definition.js'
 import { KeyError } from './key-error.js'
@@ -23,6 +24,15 @@ import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
 export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
+    if (runtime?.state === 'building' && runtime.stateReason === PRINTED_STATE_REASON) {
+      // Applied from "matview sql" by the user's own tool: checked before anything uses it.
+      const printed = runtime
+      await ctx.conn
+        .transaction()
+        .execute((trx) => acceptPrintedObjects(trx, ctx.schema, view, printed))
+      ctx.notes.push('objects from "matview sql" checked')
+      runtime = { ...runtime, stateReason: null }
+    }
     if (
       runtime?.state === 'building' &&
       runtime.definitionHash !== definitionHash(ctx.conn, view)
