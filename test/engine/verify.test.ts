@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
-import { defineView, Matview, sql } from '../../src/index.js'
+import { defineHandwrittenView, defineView, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
@@ -124,6 +124,57 @@ describe.each(DIALECTS)('matview verify on %s', (dialect) => {
       ['equal', 0],
       ['equal', 0],
     ])
+  })
+
+  // PostgreSQL only: writers, updates and verify need connections of their own at once.
+  it.skipIf(dialect !== 'postgres')(
+    'never reports drift while writers write and updates run',
+    async () => {
+      let writing = true
+      const writer = (async () => {
+        for (let i = 0; writing; i++) {
+          await sql`UPDATE orders SET amount_cents = amount_cents + 1, status = CASE WHEN status = 'paid' THEN 'pending' ELSE 'paid' END
+                  WHERE id % 97 = ${i % 97}`.execute(database.db)
+        }
+      })()
+      const updater = (async () => {
+        while (writing) await mv.update()
+      })()
+      let pending = 0
+      try {
+        for (let round = 0; round < 8; round++) {
+          const views = (await mv.verify([], { rangeKeys: 5 })).views
+          expect(views.map((v) => v.outcome)).toEqual(['equal', 'equal'])
+          pending += views[0]!.pending ?? 0
+        }
+      } finally {
+        writing = false
+        await Promise.all([writer, updater])
+      }
+      // Verify did meet changes not yet applied, and did not call them drift.
+      expect(pending).toBeGreaterThan(0)
+      await mv.update()
+      expect((await mv.verify()).views.map((v) => [v.outcome, v.pending])).toEqual([
+        ['equal', 0],
+        ['equal', 0],
+      ])
+    },
+  )
+
+  it('refuses a hand-written view by name', async () => {
+    const other = await Matview.open({
+      database,
+      views: [
+        customerTotals,
+        defineHandwrittenView({ name: 'counts', needsInsert: () => 0, doInsert: () => 0 }),
+      ],
+    })
+    await expect(other.verify(['counts'])).rejects.toThrow(
+      'view "counts" is hand-written; verify compares declarative views (defineView) with their query',
+    )
+    // Unnamed, only the declarative views are compared.
+    expect((await other.verify()).views.map((v) => v.view)).toEqual(['customer_totals'])
+    await other.close()
   })
 
   it('reports views it cannot verify, and refuses unknown names', async () => {
