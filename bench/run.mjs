@@ -17,10 +17,11 @@ import {
 import { backfillPhase } from './lib/phase-backfill.mjs'
 import { capturePhase, PLAIN, tpcbPhase } from './lib/phase-capture.mjs'
 import { strategyPhase } from './lib/phase-strategy.mjs'
+import { verifyPhase } from './lib/phase-verify.mjs'
 import { machineInfo, Results, section, writeResults } from './lib/report.mjs'
 import { createTables, customerTotalsView, rng, SIZES } from './lib/workload.mjs'
 
-const PHASES = ['backfill', 'capture', 'pgbench', 'noop', 'apply', 'drain', 'strategy']
+const PHASES = ['backfill', 'capture', 'pgbench', 'noop', 'apply', 'drain', 'strategy', 'verify']
 
 const positive = (name) => (value) => {
   const n = Number(value)
@@ -107,6 +108,7 @@ function makePlan(opts, size, dialect) {
     updateReps: reps(15),
     singleInserts: 2000,
     noopCalls: 50,
+    verifyReps: reps(3),
   }
   plan.describe = [
     `apply ${changeSets.map(([k, r]) => `${k.toLocaleString('en-US')} keys × ${r}`).join(', ')}`,
@@ -118,6 +120,7 @@ function makePlan(opts, size, dialect) {
     `INSERT … SELECT × ${plan.bulkReps}`,
     `1,000-row UPDATE × ${plan.updateReps}`,
     `no-op update × ${plan.noopCalls}`,
+    `verify × ${plan.verifyReps}`,
   ].join('; ')
   return plan
 }
@@ -174,7 +177,7 @@ async function main() {
       log('d. backfill vs CREATE TABLE AS')
       await backfillPhase(ctx)
     }
-    if (['capture', 'noop', 'apply', 'drain', 'strategy'].some(wants)) {
+    if (['capture', 'noop', 'apply', 'drain', 'strategy', 'verify'].some(wants)) {
       log('creating the view customer_totals and the materialized view for REFRESH')
       main = await env.openMatview({ batchSize: plan.batchSize, views: [customerTotalsView()] })
       ctx.main = main
@@ -213,12 +216,16 @@ async function main() {
       log('f. incremental vs rebuild, and what auto chose')
       await strategyPhase(ctx)
     }
+    if (wants('verify')) {
+      log('f. verify vs EXCEPT both ways')
+      await verifyPhase(ctx)
+    }
     if (wants('noop')) {
       log('e. update with nothing to do, after a long run history')
       await agedNoopPhase(ctx)
     }
     // Keep the table's order the same whatever order the phases ran in.
-    const groups = ['apply', 'drain', 'strategy', 'capture', 'backfill', 'noop']
+    const groups = ['apply', 'drain', 'strategy', 'capture', 'backfill', 'noop', 'verify']
     const rank = (r) => groups.indexOf(r.group) * 2 + (r.name.includes('(info)') ? 1 : 0)
     results.rows.sort((a, b) => rank(a) - rank(b))
 

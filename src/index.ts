@@ -13,6 +13,7 @@ export {
 export { connect, type Database, type DatabaseSpec } from './dialects/connect.js'
 export type { DialectAdapter, LockKey } from './dialects/dialect-adapter.js'
 export type { DropResult } from './engine/drop-view.js'
+export type { Comparison, DriftKeys, DriftKind } from './engine/verify-view.js'
 export {
   CatalogVersionError,
   ConfigError,
@@ -26,7 +27,7 @@ export {
   ViewDefinitionError,
   ViewRunError,
 } from './errors/matview-error.js'
-export { createMatview, Matview, status, update } from './matview.js'
+export { createMatview, Matview, status, update, viewSql } from './matview.js'
 export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'
 export type { RebuildOptions, RebuildResult, RebuildSummary } from './runner/rebuild.js'
@@ -38,6 +39,13 @@ export type {
   ViewOutcome,
   ViewResult,
 } from './runner/update.js'
+export type {
+  VerifyOptions,
+  VerifyOutcome,
+  VerifyProgressEvent,
+  VerifyResult,
+  VerifySummary,
+} from './runner/verify.js'
 export {
   type DeclarativeView,
   type DeclarativeViewInput,

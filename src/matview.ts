@@ -8,9 +8,11 @@ import {
 } from './config/resolve-config.js'
 import { connect, type Database } from './dialects/connect.js'
 import { type DropResult, dropView } from './engine/drop-view.js'
+import { printViewSql } from './runner/print-sql.js'
 import { type RebuildOptions, type RebuildSummary, runRebuild } from './runner/rebuild.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
 import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
+import { runVerify, type VerifyOptions, type VerifySummary } from './runner/verify.js'
 
 /**
  * An open matview: the config, the database connection and a ready catalog. Reuse one for
@@ -55,6 +57,19 @@ export class Matview {
    */
   rebuild(names: string[], options: RebuildOptions = {}): Promise<RebuildSummary> {
     return runRebuild(this.database, this.config, names, options)
+  }
+
+  /**
+   * Compares declarative views with their queries (all of them when `names` is empty), in key
+   * ranges of one short read-only statement each, and reports missing, extra and different
+   * keys; with `repair` it applies the drifted keys (see `matview verify`).
+   *
+   * @example
+   * const { views } = await mv.verify(['customer_totals'])
+   * if (views[0]!.outcome === 'drift') console.log(views[0]!.different)
+   */
+  verify(names: string[] = [], options: VerifyOptions = {}): Promise<VerifySummary> {
+    return runVerify(this.database, this.config, names, options)
   }
 
   /** Every view's state, pending work, last run and lock. */
@@ -103,6 +118,24 @@ export async function update(
     return await mv.update(options)
   } finally {
     await mv.close()
+  }
+}
+
+/**
+ * The DDL `create` would run for the declarative views not created yet (all of them when
+ * `names` is empty), as a commented SQL script for a migration tool (see `matview sql`).
+ * Changes nothing: it does not even create the catalog, whose migrations it prints instead.
+ */
+export async function viewSql(
+  config: MatviewConfig | ResolvedConfig,
+  names: string[] = [],
+): Promise<string> {
+  const resolved = isResolved(config) ? config : resolveConfig(config)
+  const database = await connect(resolved.database)
+  try {
+    return await printViewSql(database, resolved, names)
+  } finally {
+    await database.close()
   }
 }
 

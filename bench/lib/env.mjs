@@ -118,7 +118,13 @@ export async function openPostgres(serverUrl, { keep = false } = {}) {
     },
     /** Opens matview on its own pool, with the statement log attached. */
     async openMatview(config) {
-      const pool = new pg.Pool({ connectionString: url.href, max: 10, application_name: 'matview' })
+      // The planner settings matview gives its own connections (src/dialects/connect.ts).
+      const pool = new pg.Pool({
+        connectionString: url.href,
+        max: 10,
+        application_name: 'matview',
+        options: '-c random_page_cost=2 -c jit=off',
+      })
       pool.on('error', () => {})
       const db = new Kysely({ dialect: new PostgresDialect({ pool }), log: statements.log })
       const mv = await Matview.open({ ...config, database: db }).catch(async (error) => {

@@ -1,6 +1,28 @@
-import { type Kysely, sql } from 'kysely'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { CatalogVersionError } from '../errors/matview-error.js'
-import { CATALOG_VERSION, MIGRATIONS } from './migrations.js'
+import { CATALOG_VERSION, MIGRATIONS, type Migration } from './migrations.js'
+
+/** The schema and its version table: what every migration's transaction starts from. */
+export async function createCatalogSchema(db: Kysely<any>, schema: string): Promise<void> {
+  await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(db)
+  await sql`
+    CREATE TABLE IF NOT EXISTS ${sql.id(schema)}.catalog_version (
+      version integer PRIMARY KEY,
+      description text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`.execute(db)
+}
+
+/** Records an applied migration; `value` writes its values (parameters, or literals to print). */
+export function migrationRecord(
+  schema: string,
+  migration: Migration,
+  value: (v: unknown) => RawBuilder<unknown> = (v) => sql`${v}`,
+): RawBuilder<unknown> {
+  return sql`
+    INSERT INTO ${sql.id(schema)}.catalog_version (version, description)
+    VALUES (${value(migration.version)}, ${value(migration.description)})`
+}
 
 /** The catalog's version in the database, or 0 when there is none yet. */
 export async function readCatalogVersion(db: Kysely<any>, schema: string): Promise<number> {
@@ -29,13 +51,7 @@ export async function ensureCatalog(db: Kysely<any>, schema: string): Promise<vo
     await sql`SELECT pg_advisory_xact_lock(hashtext(${schema}), hashtext('matview:migrate'))`.execute(
       trx,
     )
-    await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(trx)
-    await sql`
-      CREATE TABLE IF NOT EXISTS ${sql.id(schema)}.catalog_version (
-        version integer PRIMARY KEY,
-        description text NOT NULL,
-        applied_at timestamptz NOT NULL DEFAULT now()
-      )`.execute(trx)
+    await createCatalogSchema(trx, schema)
   })
   for (const migration of MIGRATIONS) {
     await db.transaction().execute(async (trx) => {
@@ -47,10 +63,7 @@ export async function ensureCatalog(db: Kysely<any>, schema: string): Promise<vo
       if (current > CATALOG_VERSION) throw new CatalogVersionError(schema, current, CATALOG_VERSION)
       if (current >= migration.version) return
       await migration.up(trx, schema)
-      await sql`
-        INSERT INTO ${sql.id(schema)}.catalog_version (version, description)
-        VALUES (${migration.version}, ${migration.description})
-      `.execute(trx)
+      await migrationRecord(schema, migration).execute(trx)
     })
   }
 }

@@ -41,6 +41,14 @@ export async function startRun(db: Kysely<any>, schema: string, view: string): P
   return Number(rows[0]!.id)
 }
 
+/** Run rows deleted at most per finished run, so a long-neglected history costs no long statement. */
+const PRUNE_LIMIT = 1000
+
+/**
+ * Records how a run ended and, in the same statement (no extra round trip for an `update` with
+ * nothing to do), deletes up to {@link PRUNE_LIMIT} of the view's runs that started more than
+ * `keepMs` ago, oldest first, found by the runs(view, started_at) index.
+ */
 export async function finishRun(
   db: Kysely<any>,
   schema: string,
@@ -48,8 +56,23 @@ export async function finishRun(
   outcome: RunOutcome,
   counts: RunCounts,
   error?: string,
+  keepMs?: number,
 ): Promise<void> {
+  const prune =
+    keepMs === undefined
+      ? sql``
+      : sql`WITH pruned AS (
+      DELETE FROM ${sql.id(schema)}.runs
+      WHERE id IN (
+        SELECT old.id FROM ${sql.id(schema)}.runs AS old
+        WHERE old.view = (SELECT view FROM ${sql.id(schema)}.runs WHERE id = ${id})
+          AND old.started_at < now() - ${keepMs / 1000}::float8 * interval '1 second'
+          AND old.id <> ${id}
+        ORDER BY old.started_at LIMIT ${PRUNE_LIMIT}
+      )
+    )`
   await sql`
+    ${prune}
     UPDATE ${sql.id(schema)}.runs
     SET finished_at = clock_timestamp(), outcome = ${outcome},
         rows_inserted = ${counts.inserted}, rows_updated = ${counts.updated},

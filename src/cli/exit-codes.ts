@@ -7,6 +7,8 @@ export const EXIT = {
   viewFailed: 1,
   /** The command line or the config is wrong, or the database cannot be used. */
   usage: 2,
+  /** `verify` found a view whose table differs from its query (and did not repair it). */
+  drift: 3,
   sigint: 130,
   sigterm: 143,
 } as const

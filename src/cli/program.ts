@@ -5,8 +5,10 @@ import { registerDrop } from './commands/drop.js'
 import { registerHistory } from './commands/history.js'
 import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
+import { registerSql } from './commands/sql.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
+import { registerVerify } from './commands/verify.js'
 
 /** The `matview` command line, without running it (tests parse it directly). */
 export function createProgram(version: string): Command {
@@ -34,6 +36,8 @@ export function createProgram(version: string): Command {
   registerStatus(program)
   registerHistory(program)
   registerRebuild(program)
+  registerVerify(program)
+  registerSql(program)
   registerDrop(program)
   registerList(program)
   registerDemo(program)

@@ -2,6 +2,11 @@ import { Kysely } from 'kysely'
 import { z } from 'zod'
 import { isDatabase, isPGlite } from '../dialects/connect.js'
 import { isMaterializedViewClass } from '../views/handwritten.js'
+import { parseDuration } from './duration.js'
+
+/** The shortest `keepRuns`: a bare number is milliseconds, so `keepRuns: 30` meant as days would
+ * otherwise delete the whole history. */
+export const MIN_KEEP_RUNS_MS = 60_000
 
 const HOOKS = [
   'needsInsert',
@@ -129,6 +134,17 @@ export const configSchema = z
       .gt(0, { error: 'must be more than 0 (a share of the view, e.g. 0.2 for 20%)' })
       .max(1, { error: 'must be at most 1 (a share of the view, e.g. 0.2 for 20%)' })
       .optional(),
+    keepRuns: z
+      .union([z.string(), z.number()], {
+        error: 'must be a duration such as 30d, 12h or 90m',
+      })
+      .refine((value) => parseDuration(value) !== undefined, {
+        error: 'must be a duration such as 30d, 12h or 90m',
+      })
+      .refine((value) => (parseDuration(value) ?? 0) >= MIN_KEEP_RUNS_MS, {
+        error: 'must be at least 1m (a bare number is milliseconds)',
+      })
+      .optional(),
     views: z
       .union([z.array(view), z.record(z.string(), view)], { error: 'must be a list of views' })
       .optional(),
@@ -139,7 +155,7 @@ export const configSchema = z
 export function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.map(String).join('.')
   if (issue.code === 'unrecognized_keys') {
-    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, strategy, rebuildShare, views`
+    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, strategy, rebuildShare, keepRuns, views`
   }
   return path ? `${path}: ${issue.message}` : issue.message
 }

@@ -31,9 +31,15 @@ export interface MatviewConfig {
   strategy?: Strategy
   /**
    * The share of a view's rows (0 to 1) that must be pending for `auto` to rebuild.
-   * @defaultValue 0.2
+   * @defaultValue 0.15
    */
   rebuildShare?: number
+  /**
+   * How long run history is kept: `update` and `rebuild` delete a view's older runs as they
+   * finish (at most 1,000 per run). A duration such as `'30d'`, `'12h'`, or milliseconds.
+   * @defaultValue `'30d'`
+   */
+  keepRuns?: string | number
   /** The views: definitions from `defineView`/`defineHandwrittenView`, or `MaterializedView` classes. */
   views?:
     | ReadonlyArray<ViewDefinition | MaterializedViewClass>

@@ -5,6 +5,7 @@ import { fromClass, isMaterializedViewClass } from '../views/handwritten.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import { configSchema, describeIssue } from './config-schema.js'
 import type { MatviewConfig } from './define-config.js'
+import { parseDuration } from './duration.js'
 
 /** The config after the file, env vars, flags and defaults are merged and checked. */
 export interface ResolvedConfig {
@@ -17,10 +18,15 @@ export interface ResolvedConfig {
   strategy: Strategy
   /** `auto` rebuilds a view when at least this share of its rows is pending. */
   rebuildShare: number
+  /** How long run rows are kept, in milliseconds (`keepRuns`). */
+  keepRunsMs: number
   views: ViewDefinition[]
   /** The file it came from, if any. */
   configFile?: string
 }
+
+/** `keepRuns` when the config does not set it: 30 days. */
+export const DEFAULT_KEEP_RUNS_MS = 30 * 24 * 3600 * 1000
 
 /** What overrides the file: flags first, then env vars. */
 export interface ConfigOverrides {
@@ -71,6 +77,7 @@ export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}):
     batchSize: overrides.batchSize ?? file.batchSize ?? 1000,
     strategy: file.strategy ?? 'auto',
     rebuildShare: file.rebuildShare ?? DEFAULT_REBUILD_SHARE,
+    keepRunsMs: file.keepRuns === undefined ? DEFAULT_KEEP_RUNS_MS : parseDuration(file.keepRuns)!,
     views,
   }
   if (overrides.configFile) resolved.configFile = overrides.configFile

@@ -1,5 +1,12 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
-import { columnList, type QualifiedTable, tableRef, type ViewObjects } from './names.js'
+import { type DdlSink, executeDdl } from './ddl-sink.js'
+import {
+  columnList,
+  displayName,
+  type QualifiedTable,
+  tableRef,
+  type ViewObjects,
+} from './names.js'
 
 /** What the capture triggers on one source write, and where. */
 export type CaptureTarget =
@@ -30,27 +37,51 @@ export async function createCapture(
   position: number,
   source: QualifiedTable,
   target: CaptureTarget,
+  ddl: DdlSink = executeDdl,
 ): Promise<void> {
   const fn = objects.captureFunction(position)
-  const body = functionBody(target)
-  await sql`
-    CREATE FUNCTION ${fn}() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS ${sql.lit(compileConstant(trx, body))}`.execute(trx)
   const on = tableRef(source)
-  await sql`
-    CREATE TRIGGER ${sql.id(objects.trigger(position, 'insert'))} AFTER INSERT ON ${on}
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`.execute(trx)
-  await sql`
-    CREATE TRIGGER ${sql.id(objects.trigger(position, 'update'))} AFTER UPDATE ON ${on}
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`.execute(trx)
-  await sql`
-    CREATE TRIGGER ${sql.id(objects.trigger(position, 'delete'))} AFTER DELETE ON ${on}
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`.execute(trx)
-  await sql`
-    CREATE TRIGGER ${sql.id(objects.trigger(position, 'truncate'))} AFTER TRUNCATE ON ${on}
-    FOR EACH STATEMENT EXECUTE FUNCTION ${sql.id(catalog, 'mark_truncated')}()`.execute(trx)
+  const what =
+    target.kind === 'query'
+      ? `stages the changed rows of ${displayName(source)} in ${displayName(target.stage)}`
+      : `logs the keys of the changed rows of ${displayName(source)} in ${displayName(target.log)}`
+  await ddl.run(trx, {
+    comment: `Capture function: ${what}, once per statement`,
+    sql: sql`
+CREATE FUNCTION ${fn}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS ${sql.lit(captureFunctionBody(trx, target))}`,
+  })
+  await ddl.run(trx, {
+    comment: `Capture triggers on ${displayName(source)}: statement-level, with transition tables`,
+    sql: sql`
+CREATE TRIGGER ${sql.id(objects.trigger(position, 'insert'))} AFTER INSERT ON ${on}
+REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+  })
+  await ddl.run(trx, {
+    comment: '',
+    sql: sql`
+CREATE TRIGGER ${sql.id(objects.trigger(position, 'update'))} AFTER UPDATE ON ${on}
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+  })
+  await ddl.run(trx, {
+    comment: '',
+    sql: sql`
+CREATE TRIGGER ${sql.id(objects.trigger(position, 'delete'))} AFTER DELETE ON ${on}
+REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+  })
+  await ddl.run(trx, {
+    comment: 'A TRUNCATE marks the view needs_rebuild',
+    sql: sql`
+CREATE TRIGGER ${sql.id(objects.trigger(position, 'truncate'))} AFTER TRUNCATE ON ${on}
+FOR EACH STATEMENT EXECUTE FUNCTION ${sql.id(catalog, 'mark_truncated')}()`,
+  })
+}
+
+/** The text of a capture function's body, as `createCapture` creates it (and `create` checks). */
+export function captureFunctionBody(db: Kysely<any>, target: CaptureTarget): string {
+  return compileConstant(db, functionBody(target))
 }
 
 function functionBody(target: CaptureTarget): RawBuilder<unknown> {

@@ -2,6 +2,7 @@ import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewDefinitionError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { createCapture } from './capture-ddl.js'
+import { type DdlSink, executeDdl } from './ddl-sink.js'
 import {
   type Column,
   columnsOf,
@@ -18,38 +19,101 @@ import { mappingQuery, viewQuery } from './view-runtime.js'
 import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
 
 /**
+ * What a view's catalog row says when `matview sql` printed its DDL: `create` checks the
+ * objects against its definition before it backfills (see `check-printed-objects.ts`).
+ */
+export const PRINTED_STATE_REASON =
+  'created from the output of "matview sql"; create checks the objects, then backfills'
+
+/**
  * Creates everything a declarative view needs, in the caller's transaction: catalog row, target
  * (columns and types from the query, primary key on the key, declared indexes), change log,
  * staging tables and capture triggers. Every check runs before the first object exists, and a
  * failure rolls the whole transaction back: nothing is left half-created. The target starts
  * empty in state `building`; the backfill fills it.
+ *
+ * `printed` makes the statements for `matview sql`: the id is the one given (the script sets
+ * it, and moves the id sequence past it), sources are found by name rather than oid, values are
+ * literals, and the row says the objects still have to be checked.
  */
 export async function createView(
   trx: Kysely<any>,
   catalog: string,
   view: DeclarativeView,
+  printed?: { ddl: DdlSink; id: number },
 ): Promise<void> {
+  const ddl = printed?.ddl ?? executeDdl
+  const v = ddl.value
   const checked = await checkDefinition(trx, catalog, view)
-  // Catalog row first, for the id that names the view's own objects.
-  const { rows } = await sql<{ id: number }>`
-    INSERT INTO ${sql.id(catalog, 'views')}
-      (name, kind, definition_hash, state, target_schema, target_table, key_columns, columns)
-    VALUES (${view.name}, 'declarative', ${checked.hash}, 'building', ${checked.target.schema},
-            ${checked.target.table}, ${JSON.stringify(view.key)}::jsonb,
-            ${JSON.stringify(checked.columns)}::jsonb)
-    RETURNING id`.execute(trx)
-  const id = Number(rows[0]!.id)
-  const sources = await createViewObjects(trx, catalog, view, checked, {
-    id,
-    target: checked.target,
-  })
-  for (const source of sources) {
-    await sql`
-      INSERT INTO ${sql.id(catalog, 'view_sources')}
-        (view, position, source_oid, source_schema, source_table, mapping)
-      VALUES (${view.name}, ${source.position}, ${source.oid}::int8::oid, ${source.schema},
-              ${source.table}, ${source.mapping})`.execute(trx)
+  const views = sql.id(catalog, 'views')
+  const columns = sql.join([
+    sql`name`,
+    sql`kind`,
+    sql`definition_hash`,
+    sql`state`,
+    sql`state_reason`,
+    sql`target_schema`,
+    sql`target_table`,
+    sql`key_columns`,
+    sql`columns`,
+  ])
+  const values = sql.join([
+    v(view.name),
+    sql`'declarative'`,
+    v(checked.hash),
+    sql`'building'`,
+    printed ? v(PRINTED_STATE_REASON) : sql`NULL`,
+    v(checked.target.schema),
+    v(checked.target.table),
+    sql`${v(JSON.stringify(view.key))}::jsonb`,
+    sql`${v(JSON.stringify(checked.columns))}::jsonb`,
+  ])
+  let id: number
+  if (printed) {
+    id = printed.id
+    await ddl.run(trx, {
+      comment: `The catalog row, with the id that names the view's objects below (state building: create checks them, then backfills)`,
+      sql: sql`
+INSERT INTO ${views} (id, ${columns})
+VALUES (${v(id)}, ${values})`,
+    })
+    await ddl.run(trx, {
+      comment: 'The id sequence moves past the ids taken',
+      sql: sql`
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence(${v(`${quoteIdent(catalog)}.views`)}, 'id'),
+                         (SELECT greatest(max(id), max(rebuild_id)) FROM ${views}))`,
+    })
+  } else {
+    // Catalog row first, for the id that names the view's own objects.
+    const { rows } = await sql<{ id: number }>`
+      INSERT INTO ${views} (${columns}) VALUES (${values}) RETURNING id`.execute(trx)
+    id = Number(rows[0]!.id)
   }
+  const sources = await createViewObjects(
+    trx,
+    catalog,
+    view,
+    checked,
+    { id, target: checked.target },
+    ddl,
+  )
+  for (const source of sources) {
+    // Printed, a source is named, not given by oid: oids differ between databases.
+    const oid = printed
+      ? sql`${v(`${quoteIdent(source.schema)}.${quoteIdent(source.table)}`)}::regclass::oid`
+      : sql`${source.oid}::int8::oid`
+    await ddl.run(trx, {
+      comment: `Source ${source.position}: ${source.schema}.${source.table}`,
+      sql: sql`
+INSERT INTO ${sql.id(catalog, 'view_sources')} (view, position, source_oid, source_schema, source_table, mapping)
+VALUES (${v(view.name)}, ${v(source.position)}, ${oid}, ${v(source.schema)}, ${v(source.table)}, ${v(source.mapping)})`,
+    })
+  }
+}
+
+/** An identifier quoted as PostgreSQL quotes it, for the text of a regclass literal. */
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
 }
 
 /** What the checks learnt about a definition: everything its objects are made from. */
@@ -61,6 +125,8 @@ export interface CheckedDefinition {
   /** The query's result columns, in order. */
   columns: string[]
   /** Source names in position order, and the tables they name. */
+  /** The same, with their types. */
+  columnTypes: Column[]
   names: string[]
   sources: FoundTable[]
   sourceColumns: Map<string, Column[]>
@@ -174,6 +240,7 @@ export async function checkDefinition(
     query,
     target,
     columns: shape.columns.map((c) => c.name),
+    columnTypes: shape.columns,
     names,
     sources,
     sourceColumns,
@@ -192,6 +259,7 @@ export async function createViewObjects(
   view: DeclarativeView,
   checked: CheckedDefinition,
   at: { id: number; target: QualifiedTable },
+  ddl: DdlSink = executeDdl,
 ): Promise<SourceRecord[]> {
   const fail = (message: string): never => {
     throw new ViewDefinitionError(view.name, message)
@@ -200,22 +268,35 @@ export async function createViewObjects(
   const target = at.target
   const objects = viewObjects(catalog, at.id)
   const keyList = columnList(view.key)
+  const types = checked.columnTypes.map((c) => `${c.name} ${c.type}`).join(', ')
 
-  await sql`CREATE TABLE ${tableRef(target)} AS SELECT * FROM (${query}) AS q WITH NO DATA`.execute(
-    trx,
-  )
-  await sql`ALTER TABLE ${tableRef(target)} ADD PRIMARY KEY (${keyList})`.execute(trx)
+  await ddl.run(trx, {
+    comment: `The target, empty, with the query's columns and types (${types}); the backfill fills it`,
+    sql: sql`CREATE TABLE ${tableRef(target)} AS SELECT * FROM (${query}) AS q WITH NO DATA`,
+  })
+  await ddl.run(trx, {
+    comment: 'Its primary key: the view key',
+    sql: sql`ALTER TABLE ${tableRef(target)} ADD PRIMARY KEY (${keyList})`,
+  })
   for (const index of view.indexes ?? []) {
-    await sql`CREATE INDEX ON ${tableRef(target)} (${columnList(index)})`.execute(trx)
+    await ddl.run(trx, {
+      comment: `An index the definition declares`,
+      sql: sql`CREATE INDEX ON ${tableRef(target)} (${columnList(index)})`,
+    })
   }
-  await sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`.execute(
-    trx,
-  )
-  await sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`.execute(
-    trx,
-  )
-  // Claims read distinct keys in key order and delete by key: both use this index.
-  await sql`CREATE INDEX ON ${tableRef(objects.log)} (${keyList})`.execute(trx)
+  await ddl.run(trx, {
+    comment: 'The change log: keys written by the capture triggers, claimed by each batch',
+    sql: sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`,
+  })
+  await ddl.run(trx, {
+    comment: '',
+    sql: sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`,
+  })
+  await ddl.run(trx, {
+    // Claims read distinct keys in key order and delete by key: both use this index.
+    comment: 'Batches claim keys in key order and delete them by key: both use this index',
+    sql: sql`CREATE INDEX ON ${tableRef(objects.log)} (${keyList})`,
+  })
 
   const records: SourceRecord[] = []
   for (const [position, source] of sources.entries()) {
@@ -223,7 +304,7 @@ export async function createViewObjects(
     const mapping = view.sources[name]!
     if (isQueryMapping(mapping)) {
       const stage = objects.stage(position)
-      await createStage(trx, stage)
+      await createStage(trx, stage, ddl)
       const mapped = await inspectQuery(
         trx,
         view.name,
@@ -236,7 +317,7 @@ export async function createViewObjects(
         mapped.columns,
         (c) => `the mapping of source "${name}" does not return key column "${c}"`,
       )
-      await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage })
+      await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage }, ddl)
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
       // Plans the trigger's INSERT once, so a source column that cannot become the key's type fails now.
@@ -249,12 +330,15 @@ export async function createViewObjects(
             `source "${name}" cannot feed the key from ${mapped.map((c) => `"${c}"`).join(', ')}: ${pgError.message}`,
           )
         })
-      await createCapture(trx, objects, catalog, position, source, {
-        kind: 'columns',
-        log: objects.log,
-        keyColumns: view.key,
-        sourceColumns: mapped,
-      })
+      await createCapture(
+        trx,
+        objects,
+        catalog,
+        position,
+        source,
+        { kind: 'columns', log: objects.log, keyColumns: view.key, sourceColumns: mapped },
+        ddl,
+      )
     }
     records.push({
       position,
@@ -268,12 +352,19 @@ export async function createViewObjects(
 }
 
 /** A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts). */
-export async function createStage(trx: Kysely<any>, stage: QualifiedTable): Promise<void> {
-  await sql`
-    CREATE TABLE ${tableRef(stage)} (
-      row jsonb NOT NULL,
-      matview_logged_at timestamptz NOT NULL DEFAULT now()
-    )`.execute(trx)
+export async function createStage(
+  trx: Kysely<any>,
+  stage: QualifiedTable,
+  ddl: DdlSink = executeDdl,
+): Promise<void> {
+  await ddl.run(trx, {
+    comment: 'A stage: changed rows of a source mapped by a query, mapped when a batch claims them',
+    sql: sql`
+CREATE TABLE ${tableRef(stage)} (
+  row jsonb NOT NULL,
+  matview_logged_at timestamptz NOT NULL DEFAULT now()
+)`,
+  })
 }
 
 /** The target's schema and table; refuses a name taken by a table matview did not create. */

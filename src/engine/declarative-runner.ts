@@ -3,8 +3,9 @@ import { ViewRunError } from '../errors/matview-error.js'
 import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
+import { acceptPrintedObjects } from './check-printed-objects.js'
 import { chooseRebuild } from './choose-strategy.js'
-import { createView } from './create-view.js'
+import { createView, PRINTED_STATE_REASON } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { fillTable } from './fill-table.js'
 import { KeyError } from './key-error.js'
@@ -28,6 +29,15 @@ import { definitionHash } from './view-sql.js'
 export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
+    if (runtime?.state === 'building' && runtime.stateReason === PRINTED_STATE_REASON) {
+      // Applied from "matview sql" by the user's own tool: checked before anything uses it.
+      const printed = runtime
+      await ctx.conn
+        .transaction()
+        .execute((trx) => acceptPrintedObjects(trx, ctx.schema, view, printed))
+      ctx.notes.push('objects from "matview sql" checked')
+      runtime = { ...runtime, stateReason: null }
+    }
     if (
       runtime?.state === 'building' &&
       runtime.definitionHash !== definitionHash(ctx.conn, view)

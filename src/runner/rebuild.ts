@@ -193,6 +193,7 @@ async function rebuildOne(
           outcome,
           counts,
           failure ? errorMessage(failure) : undefined,
+          config.keepRunsMs,
         )
         const extra: Partial<RebuildResult> = {}
         if (reason) {

@@ -2,6 +2,7 @@ import { lastRuns, type RunRecord } from '../catalog/runs.js'
 import { readViewRows, type ViewState } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import { definitionHash } from '../engine/view-sql.js'
 import { errorMessage } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import type { PendingWork } from './kind-runner.js'
@@ -12,7 +13,10 @@ import { selectViews } from './update.js'
 export interface ViewStatus {
   name: string
   kind: ViewDefinition['kind']
-  /** The catalog's state for the view, or `new` when it never ran. */
+  /**
+   * The catalog's state for the view, or `new` when it never ran. A ready declarative view
+   * whose definition changed since it was created is `needs_rebuild` (update refuses it).
+   */
   state: ViewState | 'new'
   stateReason: string | null
   lastRun: RunRecord | null
@@ -38,11 +42,18 @@ export async function readStatus(
   const statuses: ViewStatus[] = []
   for (const view of views) {
     const row = rows.get(view.name)
+    const changed =
+      view.kind === 'declarative' &&
+      row?.kind === 'declarative' &&
+      row.state === 'ready' &&
+      row.definitionHash !== definitionHash(database.db, view)
     const status: ViewStatus = {
       name: view.name,
       kind: view.kind,
-      state: row?.state ?? 'new',
-      stateReason: row?.stateReason ?? null,
+      state: changed ? 'needs_rebuild' : (row?.state ?? 'new'),
+      stateReason: changed
+        ? 'its definition changed since it was created'
+        : (row?.stateReason ?? null),
       lastRun: runs.get(view.name) ?? null,
       pending: null,
       running: await database.adapter.isLocked(database.db, {

@@ -233,6 +233,7 @@ async function runView(
           outcome,
           counts,
           failure ? errorMessage(failure) : undefined,
+          config.keepRunsMs,
         )
         const extra: Partial<ViewResult> = {}
         if (reason) extra.reason = reason

@@ -49,6 +49,22 @@ describe('config', () => {
     )
   })
 
+  it('reads keepRuns as a duration, 30 days by default, and refuses a bad one naming it', () => {
+    expect(resolveConfig({}, { env: {} }).keepRunsMs).toBe(30 * 24 * 3600 * 1000)
+    expect(resolveConfig({ keepRuns: '12h' }, { env: {} }).keepRunsMs).toBe(12 * 3600 * 1000)
+    expect(resolveConfig({ keepRuns: 90_000 }, { env: {} }).keepRunsMs).toBe(90_000)
+    expect(() => resolveConfig({ keepRuns: 'a month' }, { env: {} })).toThrow(
+      /^config: keepRuns: must be a duration such as 30d, 12h or 90m$/,
+    )
+    // A bare number is milliseconds: 30 meant as days would delete the whole history.
+    expect(() => resolveConfig({ keepRuns: 30 }, { env: {} })).toThrow(
+      /^config: keepRuns: must be at least 1m \(a bare number is milliseconds\)$/,
+    )
+    expect(() => resolveConfig({ keepRuns: true }, { env: {} })).toThrow(
+      /^config: keepRuns: must be a duration such as 30d, 12h or 90m$/,
+    )
+  })
+
   it('accepts the Django-style class form', () => {
     class TagCounts extends MaterializedView {
       static async needsInsert() {

@@ -43,7 +43,7 @@ export function formatStatusTable(statuses: ViewStatus[]): string {
     statuses.map((s) => [
       s.name,
       s.kind,
-      s.state + (s.stateReason ? ` (${s.stateReason})` : ''),
+      s.state.replace('_', ' ') + (s.stateReason ? ` (${s.stateReason})` : ''),
       s.pendingError ? 'error' : formatPending(s.pending),
       s.pending?.lagSeconds == null ? '-' : `${s.pending.lagSeconds.toFixed(1)}s`,
       s.pending?.targetRows === undefined ? '-' : String(s.pending.targetRows),

@@ -1,0 +1,159 @@
+import { PGlite } from '@electric-sql/pglite'
+import pg from 'pg'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { connect, type Database } from '../../src/dialects/connect.js'
+import { defineView, Matview, sql, viewSql } from '../../src/index.js'
+import { queryDifferences } from '../../src/views/query-differences.js'
+import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+
+const customerTotals = defineView({
+  name: 'customer_totals',
+  key: ['customer_id'],
+  query: customerTotalsQuery,
+  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
+  indexes: [['region']],
+})
+// A view on the first one, mapped by a query: its source does not exist until the script runs.
+const regionTotals = defineView({
+  name: 'region_totals',
+  key: ['region'],
+  query: sql`SELECT region, sum(total_cents) AS total_cents FROM customer_totals GROUP BY region`,
+  sources: { customer_totals: sql`SELECT region FROM changed` },
+})
+const VIEWS = [customerTotals, regionTotals]
+
+describe.each(DIALECTS)('matview sql on %s', (dialect) => {
+  let database: Database
+  let cleanup: () => Promise<void>
+  /** Runs a script of several statements, as psql or a migration tool does. */
+  let runScript: (script: string) => Promise<void>
+
+  const setUp = async () => {
+    if (dialect === 'pglite') {
+      const pglite = await PGlite.create()
+      database = await connect(pglite)
+      runScript = async (script) => {
+        await pglite.exec(script)
+      }
+      cleanup = () => pglite.close()
+    } else {
+      const fresh: TestDatabase = await freshDatabase('postgres')
+      database = fresh
+      runScript = async (script) => {
+        const client = new pg.Client({ connectionString: fresh.url! })
+        await client.connect()
+        try {
+          await client.query(script)
+        } finally {
+          await client.end()
+        }
+      }
+      cleanup = () => fresh.close()
+    }
+    await createDemoSchema(database.db, { customers: 30, orders: 300 })
+  }
+  afterEach(async () => {
+    await cleanup?.()
+  })
+
+  const schemaObjects = async () => {
+    const { rows } = await sql<{ n: number }>`
+      SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'matview')::int
+           + (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal)::int
+           + (SELECT count(*) FROM pg_class WHERE relname IN ('customer_totals', 'region_totals'))::int AS n`.execute(
+      database.db,
+    )
+    return rows[0]!.n
+  }
+  const printAndApply = async () => {
+    const script = await viewSql({ database, views: VIEWS })
+    await runScript(`BEGIN;\n${script}\nCOMMIT;`)
+    return script
+  }
+
+  it('prints the DDL without changing anything; applied by hand, create accepts it', async () => {
+    await setUp()
+    const script = await viewSql({ database, views: VIEWS })
+    expect(await schemaObjects()).toBe(0)
+    expect(script).toMatch(
+      /^-- matview sql: the DDL "matview create" runs for customer_totals, region_totals\n/,
+    )
+    expect(script).toContain('CREATE SCHEMA IF NOT EXISTS "matview";')
+    expect(script).toContain('-- View customer_totals (catalog id 1)')
+    expect(script).toContain(
+      "-- The target, empty, with the query's columns and types (customer_id bigint, region text, order_count bigint, total_cents numeric)",
+    )
+    expect(script).toContain('CREATE INDEX ON "public"."customer_totals" ("region");')
+    expect(script).toContain(
+      'CREATE TRIGGER "matview_1_1_update" AFTER UPDATE ON "public"."orders"',
+    )
+    expect(script).toContain('-- View region_totals (catalog id 2)')
+    expect(script).toMatch(/-- Next: "matview create" checks these objects .*\n$/)
+
+    await runScript(`BEGIN;\n${script}\nCOMMIT;`)
+    expect(await viewSql({ database, views: VIEWS })).toMatch(/already created .*nothing to print/)
+    // Writes between the script and create are captured like any other.
+    await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id = 3`.execute(
+      database.db,
+    )
+    const mv = await Matview.open({ database, views: VIEWS })
+    const { views } = await mv.update({ createOnly: true })
+    expect(views.map((v) => [v.view, v.outcome, v.notes])).toEqual([
+      ['customer_totals', 'done', ['objects from "matview sql" checked', 'backfilled']],
+      ['region_totals', 'done', ['objects from "matview sql" checked', 'backfilled']],
+    ])
+    await sql`UPDATE orders SET status = 'paid' WHERE id % 7 = 0`.execute(database.db)
+    await mv.update()
+    const cols = ['customer_id', 'region', 'order_count', 'total_cents']
+    expect(
+      await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, cols),
+    ).toEqual({
+      extra: [],
+      missing: [],
+    })
+    expect((await mv.verify()).views.map((v) => v.outcome)).toEqual(['equal', 'equal'])
+    await mv.close()
+  })
+
+  it.each([
+    [
+      'a missing index',
+      sql`DROP INDEX customer_totals_region_idx`,
+      'table "public.customer_totals" has no index on (region), which the definition declares',
+    ],
+    [
+      'a changed column type',
+      sql`ALTER TABLE customer_totals ALTER COLUMN order_count TYPE integer`,
+      'table "public.customer_totals": column "order_count" is integer, matview makes it bigint',
+    ],
+    [
+      'a changed capture function',
+      sql`CREATE OR REPLACE FUNCTION matview.capture_1_1() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 'BEGIN RETURN NULL; END'`,
+      'function "matview.capture_1_1" has another body than matview\'s',
+    ],
+    [
+      'a missing trigger',
+      sql`DROP TRIGGER matview_1_0_delete ON customers`,
+      'trigger "matview_1_0_delete" on "public.customers" does not exist',
+    ],
+  ])('refuses %s, naming it, and changes nothing', async (_what, alter, message) => {
+    await setUp()
+    await printAndApply()
+    await alter.execute(database.db)
+    const mv = await Matview.open({ database, views: [customerTotals] })
+    const [result] = (await mv.update({ createOnly: true })).views
+    expect(result!.outcome).toBe('failed')
+    expect(result!.error).toBe(
+      `view "customer_totals": ${message}; the objects from "matview sql" must be applied as printed (fix it, or drop the view with "matview drop customer_totals" and apply a fresh "matview sql")`,
+    )
+    const [status] = await mv.status()
+    expect(status).toMatchObject({
+      state: 'building',
+      stateReason: expect.stringMatching(/matview sql/),
+    })
+    const { rows } = await sql`SELECT count(*)::int AS n FROM customer_totals`.execute(database.db)
+    expect(rows).toEqual([{ n: 0 }])
+    await mv.close()
+  })
+})
