@@ -1,5 +1,6 @@
 import { ensureCatalog } from './catalog/ensure-catalog.js'
 import { listRuns, type RunRecord } from './catalog/runs.js'
+import { listWorkers, type WorkerRecord } from './catalog/workers.js'
 import type { MatviewConfig } from './config/define-config.js'
 import {
   type ConfigOverrides,
@@ -11,6 +12,15 @@ import { type DropResult, dropView } from './engine/drop-view.js'
 import { type RebuildOptions, type RebuildSummary, runRebuild } from './runner/rebuild.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
 import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
+import {
+  runWorker,
+  type WorkerOptions,
+  type WorkerState,
+  type WorkerSummary,
+} from './worker/worker.js'
+
+/** A worker silent for this long (three missed heartbeats and then some) is shown as dead. */
+export const DEFAULT_STALE_SECONDS = 20
 
 /**
  * An open matview: the config, the database connection and a ready catalog. Reuse one for
@@ -55,6 +65,22 @@ export class Matview {
    */
   rebuild(names: string[], options: RebuildOptions = {}): Promise<RebuildSummary> {
     return runRebuild(this.database, this.config, names, options)
+  }
+
+  /**
+   * Keeps the views fresh until `options.signal` aborts (see `matview worker`): change-driven
+   * views shortly after a write, the others on their `schedule` or `every`.
+   */
+  worker(
+    options: WorkerOptions = {},
+    onState?: (state: WorkerState) => void,
+  ): Promise<WorkerSummary> {
+    return runWorker(this.database, this.config, options, onState)
+  }
+
+  /** The workers registered in the catalog; `dead` when silent for over `staleSeconds`. */
+  workers(staleSeconds = DEFAULT_STALE_SECONDS): Promise<WorkerRecord[]> {
+    return listWorkers(this.database.db, this.config.schema, staleSeconds)
   }
 
   /** Every view's state, pending work, last run and lock. */

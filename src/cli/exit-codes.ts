@@ -7,6 +7,8 @@ export const EXIT = {
   viewFailed: 1,
   /** The command line or the config is wrong, or the database cannot be used. */
   usage: 2,
+  /** `status --check`: a view is over its `maxLag`, or its last run failed. */
+  checkFailed: 3,
   sigint: 130,
   sigterm: 143,
 } as const

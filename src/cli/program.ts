@@ -7,6 +7,7 @@ import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
+import { registerWorker } from './commands/worker.js'
 
 /** The `matview` command line, without running it (tests parse it directly). */
 export function createProgram(version: string): Command {
@@ -30,6 +31,7 @@ export function createProgram(version: string): Command {
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
   registerUpdate(program)
+  registerWorker(program)
   registerCreate(program)
   registerStatus(program)
   registerHistory(program)

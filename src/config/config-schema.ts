@@ -1,7 +1,9 @@
+import { Cron } from 'croner'
 import { Kysely } from 'kysely'
 import { z } from 'zod'
 import { isDatabase, isPGlite } from '../dialects/connect.js'
 import { isMaterializedViewClass } from '../views/handwritten.js'
+import { parseDuration } from './duration.js'
 
 const HOOKS = [
   'needsInsert',
@@ -18,11 +20,67 @@ const viewName = z
   .min(1, { error: 'must not be empty' })
   .max(200, { error: 'must be at most 200 characters' })
 
+/** A duration more than 0: `'30s'`, `'5m'`, `'500ms'` or milliseconds. */
+const duration = (example: string, allowZero = false) =>
+  z.union([z.string(), z.number()]).refine(
+    (value) => {
+      const ms = parseDuration(value)
+      return ms !== undefined && (allowZero || ms > 0)
+    },
+    { error: `must be a duration${allowZero ? '' : ' more than 0'} such as '${example}'` },
+  )
+
+/** Whether croner accepts the pattern; its message says what is wrong. */
+function cronProblem(pattern: string): string | undefined {
+  try {
+    new Cron(pattern, { paused: true })
+    return undefined
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error)
+  }
+}
+
+/** When the worker updates a view (src/views/view-timing.ts). */
+const timing = {
+  schedule: z
+    .string({ error: "must be a cron expression such as '*/5 * * * *'" })
+    .superRefine((pattern, ctx) => {
+      const problem = cronProblem(pattern)
+      if (problem)
+        ctx.addIssue({
+          code: 'custom',
+          message: `must be a cron expression such as '*/5 * * * *' (${problem})`,
+        })
+    })
+    .optional(),
+  every: duration('30s').optional(),
+  onChange: z
+    .union([z.boolean(), z.object({ debounce: duration('500ms', true).optional() }).strict()], {
+      error: "must be true or { debounce: '500ms' }",
+    })
+    .optional(),
+  maxLag: duration('1m').optional(),
+}
+
+/** One way to say when: `schedule`, `every` or `onChange`. */
+function oneTiming(view: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  const given = ['schedule', 'every', 'onChange'].filter(
+    (field) => view[field] !== undefined && view[field] !== false,
+  )
+  if (given.length > 1)
+    ctx.addIssue({
+      code: 'custom',
+      path: [given[1]!],
+      message: `cannot be combined with ${given[0]}: give one of schedule, every, onChange`,
+    })
+}
+
 const handwrittenView = z
   .object({
     kind: z.literal('handwritten'),
     name: viewName,
     dependsOn: z.array(viewName).optional(),
+    ...timing,
     ...Object.fromEntries(
       HOOKS.map((hook) => [
         hook,
@@ -33,6 +91,7 @@ const handwrittenView = z
     ),
   })
   .superRefine((view, ctx) => {
+    oneTiming(view, ctx)
     const hooks = view as Record<string, unknown>
     for (const [needs, apply] of [
       ['needsInsert', 'doInsert'],
@@ -64,26 +123,29 @@ const rawSql = z.custom<object>(
   { error: 'must be a query written with the sql`…` tag' },
 )
 
-const declarativeView = z.object({
-  kind: z.literal('declarative'),
-  name: viewName,
-  key: z
-    .array(z.string().min(1), { error: 'must be a list of column names' })
-    .min(1, { error: 'must name at least one column' }),
-  query: rawSql,
-  sources: z
-    .record(
-      z.string().min(1),
-      z.union([z.record(z.string().min(1), z.string().min(1)), rawSql], {
-        error:
-          'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
+const declarativeView = z
+  .object({
+    kind: z.literal('declarative'),
+    ...timing,
+    name: viewName,
+    key: z
+      .array(z.string().min(1), { error: 'must be a list of column names' })
+      .min(1, { error: 'must name at least one column' }),
+    query: rawSql,
+    sources: z
+      .record(
+        z.string().min(1),
+        z.union([z.record(z.string().min(1), z.string().min(1)), rawSql], {
+          error:
+            'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
+        }),
+      )
+      .refine((sources) => Object.keys(sources).length > 0, {
+        error: 'must name at least one source table',
       }),
-    )
-    .refine((sources) => Object.keys(sources).length > 0, {
-      error: 'must name at least one source table',
-    }),
-  indexes: z.array(z.array(z.string().min(1)).min(1)).optional(),
-})
+    indexes: z.array(z.array(z.string().min(1)).min(1)).optional(),
+  })
+  .superRefine(oneTiming)
 
 const view = z.union([
   z.custom((value) => isMaterializedViewClass(value)),

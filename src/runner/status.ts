@@ -4,6 +4,7 @@ import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { errorMessage } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
+import { maxLagSeconds } from '../worker/view-timing.js'
 import type { PendingWork } from './kind-runner.js'
 import { runnerFor } from './runners.js'
 import { selectViews } from './update.js'
@@ -21,6 +22,17 @@ export interface ViewStatus {
   pendingError?: string
   /** A runner holds the view's lock right now. */
   running: boolean
+  /** The view's freshness target (`maxLag`), in seconds, if it has one. */
+  maxLagSeconds?: number
+  /** Its oldest pending change is older than `maxLag`. */
+  overMaxLag: boolean
+}
+
+/** Why a view fails `status --check`: over its `maxLag`, or its last run failed. */
+export function checkProblem(status: ViewStatus): string | undefined {
+  if (status.lastRun?.outcome === 'failed') return 'last run failed'
+  if (status.overMaxLag) return `lag over maxLag ${status.maxLagSeconds}s`
+  return undefined
 }
 
 /** The state of every configured view (or the named ones). */
@@ -49,7 +61,10 @@ export async function readStatus(
         schema: config.schema,
         name: view.name,
       }),
+      overMaxLag: false,
     }
+    const maxLag = maxLagSeconds(view)
+    if (maxLag !== undefined) status.maxLagSeconds = maxLag
     try {
       status.pending = await runnerFor(view.kind).pending(
         view,
@@ -57,6 +72,8 @@ export async function readStatus(
         config.schema,
         config.batchSize,
       )
+      const lag = status.pending.lagSeconds
+      status.overMaxLag = maxLag !== undefined && lag != null && lag > maxLag
     } catch (error) {
       status.pendingError = errorMessage(error)
     }
