@@ -20,18 +20,28 @@ const viewName = z
   .min(1, { error: 'must not be empty' })
   .max(200, { error: 'must be at most 200 characters' })
 
-/** A duration more than 0: `'30s'`, `'5m'`, `'500ms'` or milliseconds. */
-const duration = (example: string, allowZero = false) =>
-  z.union([z.string(), z.number()]).refine(
-    (value) => {
-      const ms = parseDuration(value)
-      return ms !== undefined && (allowZero || ms > 0)
-    },
-    { error: `must be a duration${allowZero ? '' : ' more than 0'} such as '${example}'` },
-  )
+// The timing fields are checked by hand rather than by zod types: a type mismatch inside a
+// view would fail every branch of the `views` union and lose the field's name.
 
-/** Whether croner accepts the pattern; its message says what is wrong. */
-function cronProblem(pattern: string): string | undefined {
+/** Whether `value` is a duration (more than 0 unless `allowZero`): `'30s'`, `'500ms'`, ms. */
+function isDuration(value: unknown, allowZero: boolean): boolean {
+  if (typeof value !== 'string' && typeof value !== 'number') return false
+  const ms = parseDuration(value)
+  return ms !== undefined && (allowZero || ms > 0)
+}
+
+/** A duration more than 0: `'30s'`, `'5m'`, `'500ms'` or milliseconds. */
+const duration = (example: string) =>
+  z
+    .unknown()
+    .refine((value) => value === undefined || isDuration(value, false), {
+      error: `must be a duration more than 0 such as '${example}'`,
+    })
+    .optional()
+
+/** Why croner refuses the pattern, or undefined when it is a cron expression. */
+function cronProblem(pattern: unknown): string | undefined {
+  if (typeof pattern !== 'string') return 'not a string'
   try {
     new Cron(pattern, { paused: true })
     return undefined
@@ -43,9 +53,9 @@ function cronProblem(pattern: string): string | undefined {
 /** When the worker updates a view (src/views/view-timing.ts). */
 const timing = {
   schedule: z
-    .string({ error: "must be a cron expression such as '*/5 * * * *'" })
+    .unknown()
     .superRefine((pattern, ctx) => {
-      const problem = cronProblem(pattern)
+      const problem = pattern === undefined ? undefined : cronProblem(pattern)
       if (problem)
         ctx.addIssue({
           code: 'custom',
@@ -53,13 +63,26 @@ const timing = {
         })
     })
     .optional(),
-  every: duration('30s').optional(),
+  every: duration('30s'),
   onChange: z
-    .union([z.boolean(), z.object({ debounce: duration('500ms', true).optional() }).strict()], {
-      error: "must be true or { debounce: '500ms' }",
+    .unknown()
+    .superRefine((value, ctx) => {
+      if (value === undefined || typeof value === 'boolean') return
+      const fields = typeof value === 'object' && value !== null ? Object.keys(value) : ['?']
+      if (fields.some((f) => f !== 'debounce')) {
+        ctx.addIssue({ code: 'custom', message: "must be true or { debounce: '500ms' }" })
+        return
+      }
+      const debounce = (value as { debounce?: unknown }).debounce
+      if (debounce !== undefined && !isDuration(debounce, true))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['debounce'],
+          message: "must be a duration such as '500ms'",
+        })
     })
     .optional(),
-  maxLag: duration('1m').optional(),
+  maxLag: duration('1m'),
 }
 
 /** One way to say when: `schedule`, `every` or `onChange`. */
