@@ -217,14 +217,14 @@ describe.skipIf(!ready)('matview worker processes (PostgreSQL)', () => {
     await first.exited
     const second = startWorker(dir)
     await until(() => allFresh(db), 15_000, 'the second finishes the views')
-    const { rows: left } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${log}`.execute(db)
+    const { rows: left } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${log}`.execute(
+      db,
+    )
     expect(left[0]!.n).toBe(0)
     // The killed run is closed as interrupted by the next run of its view.
     const { rows } = await sql<{ outcome: string }>`
       SELECT outcome FROM matview.runs WHERE pid = ${first.child.pid!} AND view = 'customer_totals'
-      ORDER BY id DESC LIMIT 1`.execute(
-      db,
-    )
+      ORDER BY id DESC LIMIT 1`.execute(db)
     expect(rows[0]!.outcome).toBe('interrupted')
     // The killed worker's row stays until its heartbeat is stale: status shows it dead then.
     const pids = (await workerRows(db)).map((w) => w.pid)

@@ -11,9 +11,14 @@ import {
   type ViewDefinition,
   type ViewResult,
 } from '../../src/index.js'
-import type { WorkerOptions, WorkerSummary } from '../../src/worker/worker.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, type DialectName, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import type { WorkerOptions, WorkerSummary } from '../../src/worker/worker.js'
+import {
+  DIALECTS,
+  type DialectName,
+  freshDatabase,
+  type TestDatabase,
+} from '../support/dialects.js'
 
 // The worker in this process (`Matview.worker`), on both databases: PGlite delivers NOTIFY to
 // listen() callbacks in-process, so change-driven updates work there too. The tests that need
