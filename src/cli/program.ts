@@ -5,6 +5,7 @@ import { registerDrop } from './commands/drop.js'
 import { registerHistory } from './commands/history.js'
 import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
+import { registerRetry } from './commands/retry.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
 import { registerWorker } from './commands/worker.js'
@@ -36,6 +37,7 @@ export function createProgram(version: string): Command {
   registerStatus(program)
   registerHistory(program)
   registerRebuild(program)
+  registerRetry(program)
   registerDrop(program)
   registerList(program)
   registerDemo(program)

@@ -24,6 +24,11 @@ export interface RunContext {
   readonly notes: string[]
   /** Create and backfill what is missing, apply nothing (`matview create`). */
   readonly createOnly: boolean
+  /**
+   * The view failed repeatedly (the worker): apply a failing batch in halves and set aside the
+   * keys that fail alone, so the rest proceeds (declarative views; src/engine/set-aside.ts).
+   */
+  readonly isolateFailures: boolean
   /** Someone listens to `progress` (a progress bar): worth a query to learn the total. */
   readonly tracksProgress: boolean
   /** Reports progress: `done` of `total` units (rows or keys). */

@@ -27,6 +27,11 @@ export interface UpdateOptions {
   dryRun?: boolean
   /** Wait for a view's lock instead of skipping a view another runner holds. */
   wait?: boolean
+  /**
+   * Apply a failing batch in halves and set aside the keys that fail alone (see
+   * `matview retry`); the worker asks for it after a view failed several times in a row.
+   */
+  isolateFailures?: boolean
   /** Aborting it stops the run after the current batch (SIGINT/SIGTERM in the CLI). */
   signal?: AbortSignal
   logger?: Logger
@@ -201,6 +206,7 @@ async function runView(
             counts,
             notes,
             createOnly: options.createOnly ?? false,
+            isolateFailures: options.isolateFailures ?? false,
             tracksProgress: options.onProgress !== undefined,
             progress: (done, total) =>
               options.onProgress?.({ type: 'progress', view: view.name, done, total }),

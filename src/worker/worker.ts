@@ -31,6 +31,11 @@ export interface WorkerOptions {
   heartbeatMs?: number
   /** Overrides the config's `batchSize`. */
   batchSize?: number
+  /**
+   * After this many failures in a row, a failing batch is applied in halves and the keys that
+   * fail alone are set aside, so the rest of the view proceeds. @defaultValue 3
+   */
+  isolateAfter?: number
   /** Aborting it stops the worker: no new batches, the running ones finish within `graceMs`. */
   signal?: AbortSignal
   logger?: Logger
@@ -211,6 +216,7 @@ export async function runWorker(
       const summary = await runUpdate(database, config, {
         views: [slot.view.name],
         signal: stop,
+        isolateFailures: slot.failures >= (options.isolateAfter ?? 3),
         logger,
         ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
       })

@@ -190,6 +190,50 @@ describe.each(DIALECTS)('worker on %s', (dialect) => {
     expect(checkProblem(status[0]!)).toBe('last run failed')
   })
 
+  it('sets a poison key aside after repeated failures, so the rest proceeds; retry puts it back', async () => {
+    // The query raises for one order's row (division by zero), so every batch with its
+    // customer fails.
+    const query = sql`SELECT customer_id, sum(1000 / (amount_cents - 7)) AS x
+                      FROM orders GROUP BY customer_id`
+    const poisoned = defineView({
+      name: 'poisoned',
+      key: ['customer_id'],
+      query,
+      sources: { orders: { customer_id: 'customer_id' } },
+    })
+    const { mv, db } = await open(dialect, [poisoned])
+    const fresh = async () => {
+      const diff = await queryDifferences(db, 'poisoned', query, ['customer_id', 'x'])
+      return diff.extra.length === 0 && diff.missing.length === 0
+    }
+    const worker = start(mv, { pollMs: 200, isolateAfter: 2 })
+    await until(async () => worker.results.some((r) => r.outcome === 'done'), 10_000)
+    await sql`INSERT INTO orders (customer_id, amount_cents, status)
+              VALUES (5, 7, 'paid'), (6, 100, 'paid'), (9, 100, 'paid')`.execute(db)
+    // Fails twice (at once, then after 0.5-1 s of backoff), then isolates after 1-2 s more.
+    const isolated = (r: ViewResult) => r.notes?.some((n) => n.startsWith('set aside')) === true
+    await until(async () => worker.results.some(isolated), 6000)
+    const failures = worker.results.filter((r) => r.outcome === 'failed').length
+    expect(failures).toBe(2)
+    const last = worker.results.at(-1)!
+    expect(last).toMatchObject({ outcome: 'done', notes: ['set aside (customer_id)=(5)'] })
+    expect((await mv.status())[0]!.setAside).toBe(1)
+    // Everything but customer 5 is applied; customer 5 cannot be (its query raises).
+    const { rows } = await sql<{ customer_id: string }>`
+      SELECT customer_id FROM poisoned WHERE customer_id IN (6, 9) ORDER BY 1`.execute(db)
+    expect(rows.map((r) => Number(r.customer_id))).toEqual([6, 9])
+    const [status] = await mv.status()
+    expect(status!.pending!.total).toBe(0)
+    expect(checkProblem(status!)).toBe('1 key set aside')
+    // Fixed data, then retry: the key goes back in the log and the worker applies it.
+    await worker.stop()
+    await sql`UPDATE orders SET amount_cents = 8 WHERE amount_cents = 7`.execute(db)
+    expect(await mv.retry(['poisoned'])).toEqual([{ view: 'poisoned', keys: 1 }])
+    expect((await mv.status())[0]!.setAside).toBe(0)
+    await mv.update()
+    expect(await fresh()).toBe(true)
+  })
+
   it('runs a view on its schedule and another at its interval', async () => {
     let scheduled = 0
     let periodic = 0

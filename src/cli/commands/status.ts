@@ -21,13 +21,13 @@ export function registerStatus(program: Command): void {
     .option('--json', 'print JSON on stdout (the views, as before; workers are in the text form)')
     .option(
       '--check',
-      `exit ${EXIT.checkFailed} when a view is over its maxLag or its last run failed (for alerts and probes)`,
+      `exit ${EXIT.checkFailed} when a view is over its maxLag, its last run failed or it has keys set aside (for alerts and probes)`,
     )
     .addHelpText(
       'after',
       `
-Exit codes: 0 ok, ${EXIT.checkFailed} with --check when a view is over its maxLag or its last run
-failed, 2 usage or config error.`,
+Exit codes: 0 ok, ${EXIT.checkFailed} with --check when a view is over its maxLag, its last run
+failed or it has keys set aside, 2 usage or config error.`,
     )
     .action(async (_flags: StatusFlags, command: Command) => {
       const flags = command.optsWithGlobals<StatusFlags>()
@@ -51,6 +51,10 @@ failed, 2 usage or config error.`,
         for (const s of statuses) {
           if (s.lastRun?.error) console.log(`${s.name}: last error: ${s.lastRun.error}`)
           if (s.pendingError) console.log(`${s.name}: pending work unknown: ${s.pendingError}`)
+          if (s.setAside > 0)
+            console.log(
+              `${s.name}: ${s.setAside} key${s.setAside === 1 ? '' : 's'} set aside after failing alone; fix the data, then run "matview retry ${s.name}"`,
+            )
         }
       }
       if (workers.length > 0) console.log(`\n${formatWorkersTable(workers)}`)
