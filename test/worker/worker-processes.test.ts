@@ -259,6 +259,16 @@ describe.skipIf(!ready)('matview worker processes (PostgreSQL)', () => {
     expect((await runCli(['status'], dir)).code).toBe(0)
     expect((await runCli(['update'], dir)).code).toBe(0)
     expect((await runCli(['status', '--check'], dir)).code).toBe(0)
+    // retry: nothing set aside here; an unknown view is a usage error naming the known ones.
+    expect(await runCli(['retry', 'customer_totals'], dir)).toMatchObject({
+      code: 0,
+      stdout: 'customer_totals: no keys set aside\n',
+    })
+    const unknown = await runCli(['retry', 'nope'], dir)
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toContain(
+      'unknown view "nope"; known views: customer_totals, region_totals',
+    )
   })
 
   it('serves /metrics and /healthz, logs JSON, and exits 0 on SIGTERM after deregistering', async () => {
