@@ -55,12 +55,15 @@ export function postgresListen(url: string): Listen {
   }
 }
 
-/** PGlite delivers NOTIFY to `listen()` callbacks in this process. */
+/**
+ * PGlite delivers NOTIFY to `listen()` callbacks in this process. Its `listen()` puts the
+ * channel into `LISTEN …` as written, so it is passed quoted (ours holds a colon).
+ */
 export function pgliteListen(client: {
   listen(channel: string, callback: (payload: string) => void): Promise<() => Promise<void>>
 }): Listen {
   return async (channel, onMessage) => {
-    const unlisten = await client.listen(channel, onMessage)
+    const unlisten = await client.listen(`"${channel.replaceAll('"', '""')}"`, onMessage)
     return { close: () => unlisten() }
   }
 }

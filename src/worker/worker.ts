@@ -131,20 +131,28 @@ export async function runWorker(
   if (upgraded > 0) logger.info(`added change notifications to ${upgraded} capture functions`)
 
   const names = new Map<string, string>()
-  let namesLoadedAt = 0
-  const loadNames = async () => {
-    namesLoadedAt = Date.now()
-    for (const row of (await readViewRows(db, schema)).values()) names.set(String(row.id), row.name)
+  let loading: Promise<void> | undefined
+  // Coalesced: notifications that arrive during a read wait for it instead of starting another.
+  const loadNames = () => {
+    loading ??= readViewRows(db, schema)
+      .then((rows) => {
+        for (const row of rows.values()) names.set(String(row.id), row.name)
+      })
+      .finally(() => {
+        loading = undefined
+      })
+    return loading
   }
   await loadNames()
 
-  const onNotify = (payload: string) => {
+  const onNotify = (payload: string, reloaded = false) => {
     const name = names.get(payload)
     if (name === undefined) {
-      // A view created (or rebuilt) since the names were read: read them again, at most once a second.
-      if (Date.now() - namesLoadedAt > 1000)
-        void loadNames().then(
-          () => names.has(payload) && onNotify(payload),
+      // A view created (or rebuilt) since the names were read: read them again, once. (A
+      // rebuild's shadow notifies with its own id until the swap: ignored.)
+      if (!reloaded)
+        loadNames().then(
+          () => onNotify(payload, true),
           () => {},
         )
       return
@@ -160,7 +168,7 @@ export async function runWorker(
   const hasChangeViews = [...slots.values()].some((s) => s.timing.mode === 'change')
   if (hasChangeViews && database.listen) {
     try {
-      listener = await database.listen(notifyChannel(schema), onNotify)
+      listener = await database.listen(notifyChannel(schema), (payload) => onNotify(payload))
       logger.debug(`listening on "${notifyChannel(schema)}"`)
     } catch (error) {
       logger.warn(`cannot LISTEN, polling every ${pollMs}ms instead: ${errorMessage(error)}`)

@@ -326,3 +326,53 @@ function parsePrometheus(text: string): Map<string, number> {
   }
   return samples
 }
+
+describe('matview worker stopping (PGlite in the worker process)', () => {
+  /** A worker whose one view is a hand-written hook that takes 20 s per batch. */
+  async function slowWorker(grace: string): Promise<WorkerProcess> {
+    const dir = mkdtempSync(join(tmpdir(), 'matview-worker-'))
+    writeFileSync(
+      join(dir, 'matview.config.mjs'),
+      `import { defineHandwrittenView } from ${JSON.stringify(PACKAGE)}
+export default {
+  database: 'pglite:memory',
+  views: [
+    defineHandwrittenView({
+      name: 'slow',
+      needsInsert: () => 1,
+      doInsert: async () => {
+        process.stderr.write('batch started\\n')
+        await new Promise((resolve) => setTimeout(resolve, 20000))
+        return 1
+      },
+    }),
+  ],
+}
+`,
+    )
+    const worker = startWorker(dir, ['--grace', grace])
+    await until(async () => worker.stderr().includes('batch started'), 20_000, 'the batch starts')
+    return worker
+  }
+
+  it('exits 143 when the running batch outlasts --grace', async () => {
+    const worker = await slowWorker('1s')
+    const sent = Date.now()
+    worker.child.kill('SIGTERM')
+    expect(await worker.exited).toBe(143)
+    const took = Date.now() - sent
+    expect(took).toBeGreaterThanOrEqual(1000)
+    expect(took).toBeLessThan(6000)
+    expect(worker.stderr()).toContain('waiting up to 1s for slow to finish its batch')
+  })
+
+  it('exits at once on a second signal', async () => {
+    const worker = await slowWorker('30s')
+    worker.child.kill('SIGTERM')
+    await until(async () => worker.stderr().includes('SIGTERM: stopping'), 5000, 'the first signal')
+    const sent = Date.now()
+    worker.child.kill('SIGTERM')
+    expect(await worker.exited).toBe(143)
+    expect(Date.now() - sent).toBeLessThan(2000)
+  })
+})

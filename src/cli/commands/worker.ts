@@ -88,7 +88,8 @@ Examples:
         ),
       )
       try {
-        await withMatview(flags, async (mv) => {
+        // Set after withMatview: closing PGlite resets process.exitCode (its Emscripten exit).
+        process.exitCode = await withMatview(flags, async (mv) => {
           let state: WorkerState | undefined
           const metrics =
             flags.metricsPort !== undefined
@@ -121,9 +122,7 @@ Examples:
               },
             )
             logger.info(`worker stopped: ${summary.runs} runs, ${summary.failures} failed`)
-            process.exitCode = summary.graceExceeded
-              ? (shutdown.exitCode() ?? EXIT.sigterm)
-              : EXIT.ok
+            return summary.graceExceeded ? (shutdown.exitCode() ?? EXIT.sigterm) : EXIT.ok
           } finally {
             server?.close()
             server?.closeAllConnections()
