@@ -3,6 +3,7 @@ export { type Kysely, sql } from 'kysely'
 export { CATALOG_VERSION } from './catalog/migrations.js'
 export type { RunCounts, RunOutcome, RunRecord } from './catalog/runs.js'
 export type { ViewState } from './catalog/view-rows.js'
+export type { WorkerRecord } from './catalog/workers.js'
 export { defineConfig, type MatviewConfig } from './config/define-config.js'
 export { type LoadConfigOptions, loadConfig } from './config/load-config.js'
 export {
@@ -27,11 +28,18 @@ export {
   ViewDefinitionError,
   ViewRunError,
 } from './errors/matview-error.js'
-export { createMatview, Matview, status, update, viewSql } from './matview.js'
+export {
+  createMatview,
+  DEFAULT_STALE_SECONDS,
+  Matview,
+  status,
+  update,
+  viewSql,
+} from './matview.js'
 export type { PendingWork, StopReason } from './runner/kind-runner.js'
 export { createConsoleLogger, type Logger, silentLogger } from './runner/logger.js'
 export type { RebuildOptions, RebuildResult, RebuildSummary } from './runner/rebuild.js'
-export type { ViewStatus } from './runner/status.js'
+export { checkProblem, type ViewStatus } from './runner/status.js'
 export type {
   ProgressEvent,
   UpdateOptions,
@@ -61,3 +69,5 @@ export {
 } from './views/handwritten.js'
 export type { ViewContext } from './views/view-context.js'
 export type { ViewDefinition } from './views/view-definition.js'
+export type { ViewTiming } from './views/view-timing.js'
+export type { WorkerOptions, WorkerState, WorkerSummary } from './worker/worker.js'

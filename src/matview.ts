@@ -1,5 +1,6 @@
 import { ensureCatalog } from './catalog/ensure-catalog.js'
 import { listRuns, type RunRecord } from './catalog/runs.js'
+import { listWorkers, type WorkerRecord } from './catalog/workers.js'
 import type { MatviewConfig } from './config/define-config.js'
 import {
   type ConfigOverrides,
@@ -8,11 +9,23 @@ import {
 } from './config/resolve-config.js'
 import { connect, type Database } from './dialects/connect.js'
 import { type DropResult, dropView } from './engine/drop-view.js'
+import { retrySetAside } from './engine/set-aside.js'
+import { loadViewRuntime } from './engine/view-runtime.js'
+import { UsageError } from './errors/matview-error.js'
 import { printViewSql } from './runner/print-sql.js'
 import { type RebuildOptions, type RebuildSummary, runRebuild } from './runner/rebuild.js'
 import { readStatus, type ViewStatus } from './runner/status.js'
-import { runUpdate, type UpdateOptions, type UpdateSummary } from './runner/update.js'
+import { runUpdate, selectViews, type UpdateOptions, type UpdateSummary } from './runner/update.js'
 import { runVerify, type VerifyOptions, type VerifySummary } from './runner/verify.js'
+import {
+  runWorker,
+  type WorkerOptions,
+  type WorkerState,
+  type WorkerSummary,
+} from './worker/worker.js'
+
+/** A worker silent for this long (three missed heartbeats and then some) is shown as dead. */
+export const DEFAULT_STALE_SECONDS = 20
 
 /**
  * An open matview: the config, the database connection and a ready catalog. Reuse one for
@@ -70,6 +83,42 @@ export class Matview {
    */
   verify(names: string[] = [], options: VerifyOptions = {}): Promise<VerifySummary> {
     return runVerify(this.database, this.config, names, options)
+  }
+
+  /**
+   * Keeps the views fresh until `options.signal` aborts (see `matview worker`): change-driven
+   * views shortly after a write, the others on their `schedule` or `every`.
+   */
+  worker(
+    options: WorkerOptions = {},
+    onState?: (state: WorkerState) => void,
+  ): Promise<WorkerSummary> {
+    return runWorker(this.database, this.config, options, onState)
+  }
+
+  /** The workers registered in the catalog; `dead` when silent for over `staleSeconds`. */
+  workers(staleSeconds = DEFAULT_STALE_SECONDS): Promise<WorkerRecord[]> {
+    return listWorkers(this.database.db, this.config.schema, staleSeconds)
+  }
+
+  /**
+   * Puts the keys set aside for each view (after failing alone in the worker) back in its change
+   * log, for the next run to apply; returns how many per view.
+   */
+  async retry(names: string[]): Promise<{ view: string; keys: number }[]> {
+    const views = selectViews(this.config.views, names)
+    const handwritten = views.find((v) => v.kind === 'handwritten')
+    if (handwritten)
+      throw new UsageError(
+        `view "${handwritten.name}" is hand-written: only declarative views have keys to set aside`,
+      )
+    const results: { view: string; keys: number }[] = []
+    for (const view of views) {
+      const runtime = await loadViewRuntime(this.database.db, this.config.schema, view as never)
+      const keys = runtime ? await retrySetAside(this.database.db, this.config.schema, runtime) : 0
+      results.push({ view: view.name, keys })
+    }
+    return results
   }
 
   /** Every view's state, pending work, last run and lock. */

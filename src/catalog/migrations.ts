@@ -159,6 +159,35 @@ export const MIGRATIONS: readonly Migration[] = [
       `.execute(trx)
     },
   },
+  {
+    version: 5,
+    description: 'workers: who runs, where, since when, doing what; keys set aside',
+    async up(trx, schema) {
+      // One row per running `matview worker`, kept by its heartbeat; a row whose heartbeat
+      // stopped is a worker that died without deregistering (kill -9, lost machine).
+      await sql`
+        CREATE TABLE ${sql.id(schema)}.workers (
+          id bigserial PRIMARY KEY,
+          host text NOT NULL,
+          pid integer NOT NULL,
+          started_at timestamptz NOT NULL DEFAULT now(),
+          heartbeat_at timestamptz NOT NULL DEFAULT now(),
+          -- the views it is running now, comma-separated, or null when idle
+          doing text
+        )`.execute(trx)
+      // Keys whose recompute kept failing, taken out of the change log so the rest of the
+      // view proceeds (src/engine/set-aside.ts); `matview retry` puts them back.
+      await sql`
+        CREATE TABLE ${sql.id(schema)}.set_aside (
+          view text NOT NULL,
+          -- the key as {"column": "value as text"}
+          key jsonb NOT NULL,
+          error text NOT NULL,
+          set_aside_at timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (view, key)
+        )`.execute(trx)
+    },
+  },
 ]
 
 /** The newest catalog version this code knows. */

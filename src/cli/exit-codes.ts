@@ -9,6 +9,8 @@ export const EXIT = {
   usage: 2,
   /** `verify` found a view whose table differs from its query (and did not repair it). */
   drift: 3,
+  /** `status --check`: a view is over its `maxLag`, or its last run failed. */
+  checkFailed: 4,
   sigint: 130,
   sigterm: 143,
 } as const

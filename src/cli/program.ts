@@ -5,10 +5,12 @@ import { registerDrop } from './commands/drop.js'
 import { registerHistory } from './commands/history.js'
 import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
+import { registerRetry } from './commands/retry.js'
 import { registerSql } from './commands/sql.js'
 import { registerStatus } from './commands/status.js'
 import { registerUpdate } from './commands/update.js'
 import { registerVerify } from './commands/verify.js'
+import { registerWorker } from './commands/worker.js'
 
 /** The `matview` command line, without running it (tests parse it directly). */
 export function createProgram(version: string): Command {
@@ -32,12 +34,14 @@ export function createProgram(version: string): Command {
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
   registerUpdate(program)
+  registerWorker(program)
   registerCreate(program)
   registerStatus(program)
   registerHistory(program)
   registerRebuild(program)
   registerVerify(program)
   registerSql(program)
+  registerRetry(program)
   registerDrop(program)
   registerList(program)
   registerDemo(program)

@@ -1,3 +1,4 @@
+import { Cron } from 'croner'
 import { Kysely } from 'kysely'
 import { z } from 'zod'
 import { isDatabase, isPGlite } from '../dialects/connect.js'
@@ -23,11 +24,90 @@ const viewName = z
   .min(1, { error: 'must not be empty' })
   .max(200, { error: 'must be at most 200 characters' })
 
+// The timing fields are checked by hand rather than by zod types: a type mismatch inside a
+// view would fail every branch of the `views` union and lose the field's name.
+
+/** Whether `value` is a duration (more than 0 unless `allowZero`): `'30s'`, `'500ms'`, ms. */
+function isDuration(value: unknown, allowZero: boolean): boolean {
+  if (typeof value !== 'string' && typeof value !== 'number') return false
+  const ms = parseDuration(value)
+  return ms !== undefined && (allowZero || ms > 0)
+}
+
+/** A duration more than 0: `'30s'`, `'5m'`, `'500ms'` or milliseconds. */
+const duration = (example: string) =>
+  z
+    .unknown()
+    .refine((value) => value === undefined || isDuration(value, false), {
+      error: `must be a duration more than 0 such as '${example}'`,
+    })
+    .optional()
+
+/** Why croner refuses the pattern, or undefined when it is a cron expression. */
+function cronProblem(pattern: unknown): string | undefined {
+  if (typeof pattern !== 'string') return 'not a string'
+  try {
+    new Cron(pattern, { paused: true })
+    return undefined
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error)
+  }
+}
+
+/** When the worker updates a view (src/views/view-timing.ts). */
+const timing = {
+  schedule: z
+    .unknown()
+    .superRefine((pattern, ctx) => {
+      const problem = pattern === undefined ? undefined : cronProblem(pattern)
+      if (problem)
+        ctx.addIssue({
+          code: 'custom',
+          message: `must be a cron expression such as '*/5 * * * *' (${problem})`,
+        })
+    })
+    .optional(),
+  every: duration('30s'),
+  onChange: z
+    .unknown()
+    .superRefine((value, ctx) => {
+      if (value === undefined || typeof value === 'boolean') return
+      const fields = typeof value === 'object' && value !== null ? Object.keys(value) : ['?']
+      if (fields.some((f) => f !== 'debounce')) {
+        ctx.addIssue({ code: 'custom', message: "must be true or { debounce: '500ms' }" })
+        return
+      }
+      const debounce = (value as { debounce?: unknown }).debounce
+      if (debounce !== undefined && !isDuration(debounce, true))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['debounce'],
+          message: "must be a duration such as '500ms'",
+        })
+    })
+    .optional(),
+  maxLag: duration('1m'),
+}
+
+/** One way to say when: `schedule`, `every` or `onChange`. */
+function oneTiming(view: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  const given = ['schedule', 'every', 'onChange'].filter(
+    (field) => view[field] !== undefined && view[field] !== false,
+  )
+  if (given.length > 1)
+    ctx.addIssue({
+      code: 'custom',
+      path: [given[1]!],
+      message: `cannot be combined with ${given[0]}: give one of schedule, every, onChange`,
+    })
+}
+
 const handwrittenView = z
   .object({
     kind: z.literal('handwritten'),
     name: viewName,
     dependsOn: z.array(viewName).optional(),
+    ...timing,
     ...Object.fromEntries(
       HOOKS.map((hook) => [
         hook,
@@ -38,6 +118,7 @@ const handwrittenView = z
     ),
   })
   .superRefine((view, ctx) => {
+    oneTiming(view, ctx)
     const hooks = view as Record<string, unknown>
     for (const [needs, apply] of [
       ['needsInsert', 'doInsert'],
@@ -69,26 +150,29 @@ const rawSql = z.custom<object>(
   { error: 'must be a query written with the sql`…` tag' },
 )
 
-const declarativeView = z.object({
-  kind: z.literal('declarative'),
-  name: viewName,
-  key: z
-    .array(z.string().min(1), { error: 'must be a list of column names' })
-    .min(1, { error: 'must name at least one column' }),
-  query: rawSql,
-  sources: z
-    .record(
-      z.string().min(1),
-      z.union([z.record(z.string().min(1), z.string().min(1)), rawSql], {
-        error:
-          'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
+const declarativeView = z
+  .object({
+    kind: z.literal('declarative'),
+    ...timing,
+    name: viewName,
+    key: z
+      .array(z.string().min(1), { error: 'must be a list of column names' })
+      .min(1, { error: 'must name at least one column' }),
+    query: rawSql,
+    sources: z
+      .record(
+        z.string().min(1),
+        z.union([z.record(z.string().min(1), z.string().min(1)), rawSql], {
+          error:
+            'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
+        }),
+      )
+      .refine((sources) => Object.keys(sources).length > 0, {
+        error: 'must name at least one source table',
       }),
-    )
-    .refine((sources) => Object.keys(sources).length > 0, {
-      error: 'must name at least one source table',
-    }),
-  indexes: z.array(z.array(z.string().min(1)).min(1)).optional(),
-})
+    indexes: z.array(z.array(z.string().min(1)).min(1)).optional(),
+  })
+  .superRefine(oneTiming)
 
 const view = z.union([
   z.custom((value) => isMaterializedViewClass(value)),

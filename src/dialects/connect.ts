@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { ConfigError, ConnectionError, errorMessage } from '../errors/matview-error.js'
 import type { DialectAdapter } from './dialect-adapter.js'
+import { type Listen, pgliteListen, postgresListen } from './listen.js'
 import { createPgliteAdapter } from './pglite.js'
 import { lockDataDirectory } from './pglite-file-lock.js'
 import { postgresAdapter } from './postgres.js'
@@ -13,6 +14,8 @@ export interface Database {
   readonly adapter: DialectAdapter
   /** Where it is, without a password: for messages and `status`. */
   readonly description: string
+  /** LISTEN for notifications, where matview knows how to (its own connections, PGlite). */
+  readonly listen?: Listen
   close(): Promise<void>
 }
 
@@ -64,10 +67,12 @@ export async function connect(
   if (isPGlite(spec)) {
     const { PGliteDialect } = await import('kysely-pglite-dialect')
     const db = new Kysely<any>({ dialect: new PGliteDialect(spec as never) })
+    const hasListen = typeof (spec as { listen?: unknown }).listen === 'function'
     return {
       db,
       adapter: createPgliteAdapter(),
       description: 'the application’s PGlite instance',
+      ...(hasListen ? { listen: pgliteListen(spec as never) } : {}),
       close: async () => {},
     }
   }
@@ -141,7 +146,13 @@ async function connectPostgres(url: string): Promise<Database> {
     })
   }
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) })
-  return { db, adapter: postgresAdapter, description: redact(url), close: () => db.destroy() }
+  return {
+    db,
+    adapter: postgresAdapter,
+    description: redact(url),
+    listen: postgresListen(url),
+    close: () => db.destroy(),
+  }
 }
 
 async function connectPglite(dataDir: string | undefined): Promise<Database> {
@@ -159,6 +170,7 @@ async function connectPglite(dataDir: string | undefined): Promise<Database> {
       db,
       adapter: createPgliteAdapter(),
       description: dataDir ? `pglite:${dataDir}` : 'pglite:memory',
+      listen: pgliteListen(client),
       close: async () => {
         try {
           await db.destroy()

@@ -119,7 +119,7 @@ export async function acceptPrintedObjects(
     const fn = fns[0]
     const label = `function "${catalog}.${fnName}"`
     if (!fn) fail(`${label} does not exist`)
-    if (fn!.body !== captureFunctionBody(trx, capture))
+    if (fn!.body !== captureFunctionBody(trx, capture, catalog, runtime.id))
       fail(`${label} has another body than matview's`)
     if (!fn!.definer || !(fn!.config ?? []).includes('search_path=pg_catalog, pg_temp'))
       fail(`${label} is not SECURITY DEFINER with search_path = pg_catalog, pg_temp`)

@@ -9,7 +9,7 @@ import { createView, PRINTED_STATE_REASON } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { fillTable } from './fill-table.js'
 import { KeyError } from './key-error.js'
-import { keyColumns } from './key-sql.js'
+import { describeKey, keyColumns } from './key-sql.js'
 import { tableRef } from './names.js'
 import { pendingWork } from './pending.js'
 import { postgresError } from './postgres-errors.js'
@@ -18,6 +18,7 @@ import {
   REBUILD_SWAP_ATTEMPTS,
   rebuildView,
 } from './rebuild/rebuild-view.js'
+import { applyIsolating } from './set-aside.js'
 import { loadViewRuntime, type ViewRuntime } from './view-runtime.js'
 import { definitionHash } from './view-sql.js'
 
@@ -186,7 +187,14 @@ async function applyPending(
     // only when the run has more than one batch.
     if (total === undefined && ctx.tracksProgress && keys.length === ctx.batchSize)
       total = await countPending(ctx.conn, view)
-    const counts = await applyKeys(ctx.conn, view, keys)
+    const counts = ctx.isolateFailures
+      ? await applyIsolating(ctx.conn, ctx.schema, view, keys, (key, error) => {
+          ctx.notes.push(`set aside ${describeKey(view.key, key)}`)
+          ctx.logger.warn(
+            `view "${view.name}": key ${describeKey(view.key, key)} set aside (matview retry ${view.name}): ${error}`,
+          )
+        })
+      : await applyKeys(ctx.conn, view, keys)
     ctx.counts.batches++
     ctx.counts.inserted += counts.inserted
     ctx.counts.updated += counts.updated

@@ -37,6 +37,8 @@ export function displayName(t: QualifiedTable): string {
 export function viewObjects(catalog: string, id: number) {
   const prefix = `${catalog}_${id}`
   return {
+    /** The view's catalog id (a rebuild's shadow objects carry the rebuild's id). */
+    id,
     log: { schema: catalog, table: `log_${id}` } as QualifiedTable,
     stage: (position: number): QualifiedTable => ({
       schema: catalog,

@@ -31,6 +31,11 @@ export interface RunContext {
   readonly rebuildShare: number
   /** Every view of the config (a rebuild re-attaches the views that read the rebuilt one). */
   readonly configViews: readonly ViewDefinition[]
+  /**
+   * The view failed repeatedly (the worker): apply a failing batch in halves and set aside the
+   * keys that fail alone, so the rest proceeds (declarative views; src/engine/set-aside.ts).
+   */
+  readonly isolateFailures: boolean
   /** Someone listens to `progress` (a progress bar): worth a query to learn the total. */
   readonly tracksProgress: boolean
   /** Reports progress: `done` of `total` units (rows or keys). */

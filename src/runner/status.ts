@@ -2,9 +2,11 @@ import { lastRuns, type RunRecord } from '../catalog/runs.js'
 import { readViewRows, type ViewState } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import { countSetAside } from '../engine/set-aside.js'
 import { definitionHash } from '../engine/view-sql.js'
 import { errorMessage } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
+import { maxLagSeconds } from '../worker/view-timing.js'
 import type { PendingWork } from './kind-runner.js'
 import { runnerFor } from './runners.js'
 import { selectViews } from './update.js'
@@ -25,6 +27,21 @@ export interface ViewStatus {
   pendingError?: string
   /** A runner holds the view's lock right now. */
   running: boolean
+  /** The view's freshness target (`maxLag`), in seconds, if it has one. */
+  maxLagSeconds?: number
+  /** Its oldest pending change is older than `maxLag`. */
+  overMaxLag: boolean
+  /** Keys set aside after failing alone (`matview retry NAME` puts them back). */
+  setAside: number
+}
+
+/** Why a view fails `status --check`: over its `maxLag`, or its last run failed. */
+export function checkProblem(status: ViewStatus): string | undefined {
+  if (status.lastRun?.outcome === 'failed') return 'last run failed'
+  if (status.overMaxLag) return `lag over maxLag ${status.maxLagSeconds}s`
+  if (status.setAside > 0)
+    return `${status.setAside} key${status.setAside === 1 ? '' : 's'} set aside`
+  return undefined
 }
 
 /** The state of every configured view (or the named ones). */
@@ -35,9 +52,10 @@ export async function readStatus(
 ): Promise<ViewStatus[]> {
   const views = selectViews(config.views, options.views)
   const names = views.map((v) => v.name)
-  const [runs, rows] = await Promise.all([
+  const [runs, rows, setAside] = await Promise.all([
     lastRuns(database.db, config.schema, names),
     readViewRows(database.db, config.schema),
+    countSetAside(database.db, config.schema),
   ])
   const statuses: ViewStatus[] = []
   for (const view of views) {
@@ -60,7 +78,11 @@ export async function readStatus(
         schema: config.schema,
         name: view.name,
       }),
+      overMaxLag: false,
+      setAside: setAside.get(view.name) ?? 0,
     }
+    const maxLag = maxLagSeconds(view)
+    if (maxLag !== undefined) status.maxLagSeconds = maxLag
     try {
       status.pending = await runnerFor(view.kind).pending(
         view,
@@ -68,6 +90,8 @@ export async function readStatus(
         config.schema,
         config.batchSize,
       )
+      const lag = status.pending.lagSeconds
+      status.overMaxLag = maxLag !== undefined && lag != null && lag > maxLag
     } catch (error) {
       status.pendingError = errorMessage(error)
     }

@@ -33,6 +33,11 @@ export interface UpdateOptions {
   dryRun?: boolean
   /** Wait for a view's lock instead of skipping a view another runner holds. */
   wait?: boolean
+  /**
+   * Apply a failing batch in halves and set aside the keys that fail alone (see
+   * `matview retry`); the worker asks for it after a view failed several times in a row.
+   */
+  isolateFailures?: boolean
   /** Aborting it stops the run after the current batch (SIGINT/SIGTERM in the CLI). */
   signal?: AbortSignal
   logger?: Logger
@@ -210,6 +215,7 @@ async function runView(
             strategy: options.strategy ?? config.strategy,
             rebuildShare: config.rebuildShare,
             configViews: config.views,
+            isolateFailures: options.isolateFailures ?? false,
             tracksProgress: options.onProgress !== undefined,
             progress: (done, total) =>
               options.onProgress?.({ type: 'progress', view: view.name, done, total }),

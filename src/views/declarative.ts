@@ -1,4 +1,5 @@
 import type { RawBuilder } from 'kysely'
+import type { ViewTiming } from './view-timing.js'
 
 /**
  * How a changed row of a source names the view keys it affects: either a column map
@@ -7,7 +8,7 @@ import type { RawBuilder } from 'kysely'
  */
 export type SourceMapping = Readonly<Record<string, string>> | RawBuilder<unknown>
 
-export interface DeclarativeViewInput {
+export interface DeclarativeViewInput extends ViewTiming {
   /** The target table's name; `schema.table` is allowed. */
   name: string
   /** The columns that identify one row of the target (its primary key). */

@@ -1,4 +1,5 @@
 import type { ViewContext } from './view-context.js'
+import type { ViewTiming } from './view-timing.js'
 
 /** A count or a number of rows handled; hooks may be sync or async. */
 type Hook = (ctx: ViewContext) => number | Promise<number>
@@ -19,7 +20,7 @@ export interface HandwrittenHooks {
   doDelete?: Hook
 }
 
-export interface HandwrittenViewInput extends HandwrittenHooks {
+export interface HandwrittenViewInput extends HandwrittenHooks, ViewTiming {
   /** The view's name: what `--views` and `status` call it. */
   name: string
   /** Views that must be updated before this one (by name). */
@@ -68,6 +69,10 @@ export function defineHandwrittenView(view: HandwrittenViewInput): HandwrittenVi
 export abstract class MaterializedView {
   static viewName?: string
   static dependsOn?: string[]
+  static schedule?: ViewTiming['schedule']
+  static every?: ViewTiming['every']
+  static onChange?: ViewTiming['onChange']
+  static maxLag?: ViewTiming['maxLag']
 }
 
 export type MaterializedViewClass = typeof MaterializedView & HandwrittenHooks
@@ -93,6 +98,10 @@ export function fromClass(cls: MaterializedViewClass): HandwrittenView {
   return defineHandwrittenView({
     name: cls.viewName ?? snakeCase(cls.name),
     ...(cls.dependsOn ? { dependsOn: cls.dependsOn } : {}),
+    ...(cls.schedule !== undefined ? { schedule: cls.schedule } : {}),
+    ...(cls.every !== undefined ? { every: cls.every } : {}),
+    ...(cls.onChange !== undefined ? { onChange: cls.onChange } : {}),
+    ...(cls.maxLag !== undefined ? { maxLag: cls.maxLag } : {}),
     ...hooks,
   })
 }

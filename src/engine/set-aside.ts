@@ -1,0 +1,119 @@
+import { type Kysely, sql } from 'kysely'
+import { applyKeys, type BatchCounts } from './apply-batch.js'
+import { KeyError } from './key-error.js'
+import { describeKey, keyIn } from './key-sql.js'
+import { tableRef } from './names.js'
+import { postgresError } from './postgres-errors.js'
+import type { ViewRuntime } from './view-runtime.js'
+
+/**
+ * Poison keys: a key whose recompute fails (the query raises for its rows, a constraint of the
+ * target refuses them) fails every batch it is in, and so the whole view. After repeated
+ * failures the worker applies the batch in halves until each failing key is alone, and sets
+ * those keys aside in the catalog (`set_aside`) so the rest of the view proceeds. `status`
+ * shows them; `matview retry NAME` puts them back in the change log. A new write to such a key
+ * logs it again, so a fixed row is retried on its own.
+ */
+export async function applyIsolating(
+  db: Kysely<any>,
+  catalog: string,
+  view: ViewRuntime,
+  keys: string[][],
+  onSetAside: (key: string[], error: string) => void,
+): Promise<BatchCounts> {
+  const total: BatchCounts = { inserted: 0, updated: 0, deleted: 0 }
+  const apply = async (part: string[][]): Promise<void> => {
+    try {
+      const counts = await applyKeys(db, view, part)
+      total.inserted += counts.inserted
+      total.updated += counts.updated
+      total.deleted += counts.deleted
+    } catch (error) {
+      if (!isDataError(error)) throw error
+      if (part.length === 1) {
+        const message = error instanceof Error ? error.message : String(error)
+        await setAsideKey(db, catalog, view, part[0]!, message)
+        onSetAside(part[0]!, message)
+        return
+      }
+      const half = Math.ceil(part.length / 2)
+      await apply(part.slice(0, half))
+      await apply(part.slice(half))
+    }
+  }
+  await apply(keys)
+  return total
+}
+
+/**
+ * Errors that come from the data of some keys: a duplicate key, or an error PostgreSQL raised
+ * for the statement (data exception, constraint, a RAISE). Not a lost connection, a
+ * cancellation or a serialization failure: those say nothing about the keys.
+ */
+function isDataError(error: unknown): boolean {
+  if (error instanceof KeyError) return true
+  const cause = error instanceof Error ? error.cause : undefined
+  const code = (postgresError(error) ?? postgresError(cause))?.code
+  if (!code) return false
+  return !['08', '40', '53', '57', '58'].includes(code.slice(0, 2))
+}
+
+async function setAsideKey(
+  db: Kysely<any>,
+  catalog: string,
+  view: ViewRuntime,
+  key: string[],
+  error: string,
+): Promise<void> {
+  const asObject = JSON.stringify(Object.fromEntries(view.key.map((k, i) => [k, key[i]])))
+  await db.transaction().execute(async (trx) => {
+    await sql`DELETE FROM ${tableRef(view.objects.log)} AS l WHERE ${keyIn(view.key, 'l', [key])}`.execute(
+      trx,
+    )
+    await sql`
+      INSERT INTO ${sql.id(catalog, 'set_aside')} (view, key, error)
+      VALUES (${view.name}, ${asObject}::jsonb, ${error})
+      ON CONFLICT (view, key) DO UPDATE SET error = excluded.error, set_aside_at = now()`.execute(
+      trx,
+    )
+  })
+}
+
+/** The keys set aside per view. */
+export async function countSetAside(
+  db: Kysely<any>,
+  catalog: string,
+): Promise<Map<string, number>> {
+  const { rows } = await sql<{ view: string; n: number }>`
+    SELECT view, count(*)::int AS n FROM ${sql.id(catalog, 'set_aside')} GROUP BY view`.execute(db)
+  return new Map(rows.map((r) => [r.view, Number(r.n)]))
+}
+
+/** Puts a view's set-aside keys back in its change log; returns how many. */
+export async function retrySetAside(
+  db: Kysely<any>,
+  catalog: string,
+  view: ViewRuntime,
+): Promise<number> {
+  const log = tableRef(view.objects.log)
+  const cols = sql.join(view.key.map((k) => sql.id(k)))
+  const fromRecord = sql.join(view.key.map((k) => sql.id('r', k)))
+  return db.transaction().execute(async (trx) => {
+    // jsonb_populate_record casts each text value to the log column's type.
+    const { rows } = await sql<{ n: number }>`
+      WITH moved AS (
+        DELETE FROM ${sql.id(catalog, 'set_aside')} WHERE view = ${view.name} RETURNING key
+      ), logged AS (
+        INSERT INTO ${log} (${cols})
+        SELECT ${fromRecord} FROM moved, jsonb_populate_record(NULL::${log}, moved.key) AS r
+        RETURNING 1
+      )
+      SELECT count(*)::int AS n FROM logged`.execute(trx)
+    return Number(rows[0]?.n ?? 0)
+  })
+}
+
+/** `(customer_id)=(5)` for a set-aside key, for messages. */
+export function describeSetAside(view: ViewRuntime, key: string[]): string {
+  return describeKey(view.key, key)
+}
