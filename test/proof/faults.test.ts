@@ -17,10 +17,10 @@ import { available, freshDatabase, type TestDatabase } from '../support/dialects
 // a batch. PostgreSQL only: it needs several processes writing to one database at once, which
 // the embedded database (one process at a time) cannot host.
 //
-// Bounded: MATVIEW_FAULTS_SECONDS (default 35) of kill iterations; MATVIEW_FAULTS_ITERATIONS
+// Bounded: MATVIEW_FAULTS_SECONDS (default 30) of kill iterations; MATVIEW_FAULTS_ITERATIONS
 // sets a number instead (docs/reliability.md has the long runs). MATVIEW_FAULTS_SEED repeats a run.
 
-const SECONDS = Number(process.env.MATVIEW_FAULTS_SECONDS ?? 35)
+const SECONDS = Number(process.env.MATVIEW_FAULTS_SECONDS ?? 30)
 const ITERATIONS = process.env.MATVIEW_FAULTS_ITERATIONS
   ? Number(process.env.MATVIEW_FAULTS_ITERATIONS)
   : undefined
@@ -204,6 +204,14 @@ async function killAfter(args: string[], cwd: string, delayMs: number): Promise<
   return true
 }
 
+/** How long the bin takes to start and load its config, before its first statement (ms). */
+async function startupTime(dir: string): Promise<number> {
+  const began = Date.now()
+  const result = await runCli(['list'], dir)
+  expect(result.code, result.stderr).toBe(0)
+  return Date.now() - began
+}
+
 async function waitFor(condition: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await condition())) {
@@ -330,9 +338,10 @@ describe('SIGKILL at random moments, on PostgreSQL', () => {
         expect(result.code, `matview ${args.join(' ')}: ${result.stdout}${result.stderr}`).toBe(0)
         return result
       }
+      const startup = await startupTime(dir)
       const tally: Record<string, number> = {}
       /** How long a whole run of each kind took last (ms), to draw kill moments from. */
-      const took = { update: 1500, recreate: 2000, rebuild: 2000 }
+      const took = { update: 2000, recreate: 2500, rebuild: 2500 }
       const writers = startWriters(database.url!, 3, rand, customers)
       const started = Date.now()
       let iterations = 0
@@ -359,10 +368,11 @@ describe('SIGKILL at random moments, on PostgreSQL', () => {
             kind = 'rebuild'
           }
           // Let the writers build a backlog, then kill the run somewhere in it: the delay is
-          // drawn up to as long as the last such run took whole (node's start included).
+          // drawn between node's start (before any statement) and as long as the last such run
+          // took whole.
           await sleep(100 + rand() * 400)
           const hashBefore = await hashOf(db)
-          const killed = await killAfter(args, dir, rand() * took[kind])
+          const killed = await killAfter(args, dir, startup + rand() * (took[kind] - startup))
           await writers.pause()
           // The killed run's session ends when its server process notices.
           await waitFor(async () => {
@@ -380,11 +390,11 @@ describe('SIGKILL at random moments, on PostgreSQL', () => {
           let began = Date.now()
           if (args[0] === 'rebuild') {
             await cli('rebuild', '--all-changed')
-            if (killed) took.rebuild = Date.now() - began
+            if (killed) took.rebuild = Math.max(startup + 200, Date.now() - began)
             began = Date.now()
           }
           await cli('update')
-          if (killed && kind !== 'rebuild') took[kind] = Date.now() - began
+          if (killed && kind !== 'rebuild') took[kind] = Math.max(startup + 200, Date.now() - began)
           await expectViewsEqual(db, variant, `iteration ${iterations} (${args[0]}, ${phase})`)
           expect(await strays(db), `iteration ${iterations}`).toEqual([])
           writers.resume()
@@ -411,10 +421,12 @@ describe('SIGKILL at random moments, on PostgreSQL', () => {
     const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
     writeFileSync(join(dir, 'matview.config.mjs'), 'export default {}\n')
     const seen = new Set<number>()
+    const startup = await startupTime(dir)
     for (let i = 0; i < 6; i++) {
       await sql`DROP SCHEMA IF EXISTS mv_catalog CASCADE`.execute(spare.db)
       const args = ['status', '--database', spare.url!, '--schema', 'mv_catalog']
-      await killAfter(args, dir, 250 + rand() * 500)
+      // Migrations start as soon as the bin has connected: kill around that moment.
+      await killAfter(args, dir, startup * 0.9 + rand() * startup * 0.5)
       await waitFor(async () => {
         const { rows } = await sql<{ n: string }>`
           SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()
