@@ -11,7 +11,7 @@ export interface GlobalOptions {
 
 export function parsePositiveInt(name: string, max = 1_000_000) {
   return (value: string): number => {
-    if (!/^\d+$/.test(value.trim()))
+    if (!/^-?\d+$/.test(value.trim()))
       throw new InvalidArgumentError(`${name} must be a whole number, got "${value}"`)
     const n = Number(value)
     if (n < 1) throw new InvalidArgumentError(`${name} must be at least 1, got ${value}`)

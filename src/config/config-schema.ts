@@ -162,10 +162,19 @@ const declarativeView = z
     sources: z
       .record(
         z.string().min(1),
-        z.union([z.record(z.string().min(1), z.string().min(1)), rawSql], {
-          error:
-            'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
-        }),
+        z.union(
+          [
+            z.record(
+              z.string().min(1),
+              z.string({ error: 'must be a column name of the source' }).min(1),
+            ),
+            rawSql,
+          ],
+          {
+            error:
+              'must map view key columns to source columns ({ customer_id: "id" }) or be a sql`…` query over "changed"',
+          },
+        ),
       )
       .refine((sources) => Object.keys(sources).length > 0, {
         error: 'must name at least one source table',
@@ -236,10 +245,38 @@ export const configSchema = z
   .strict()
 
 /** `views.2.name: must not be empty` from zod's issues. */
-export function describeIssue(issue: z.core.$ZodIssue): string {
-  const path = issue.path.map(String).join('.')
+export function describeIssue(top: z.core.$ZodIssue): string {
+  const { issue, path: fullPath } = innermost(top, [])
+  const path = fullPath.map(String).join('.')
   if (issue.code === 'unrecognized_keys') {
     return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, strategy, rebuildShare, keepRuns, views`
   }
   return path ? `${path}: ${issue.message}` : issue.message
+}
+
+/**
+ * A union (views may be a list or an object; a view one of three kinds) reports only "must be
+ * a list of views" for a view whose `key` is wrong. The branch that got furthest into the value
+ * names the field that is wrong (`views.0.key`), so that issue is reported; a union whose
+ * branches all failed at its own level keeps its own message.
+ */
+function innermost(
+  issue: z.core.$ZodIssue,
+  prefix: PropertyKey[],
+): { issue: z.core.$ZodIssue; path: PropertyKey[] } {
+  const path = [...prefix, ...issue.path]
+  let best = { issue, path }
+  if (issue.code !== 'invalid_union') return best
+  for (const branch of issue.errors) {
+    for (const inner of branch) {
+      const found = innermost(inner, path)
+      const generic = found.issue.code === 'invalid_union' || found.issue.code === 'custom'
+      if (
+        found.path.length > best.path.length &&
+        !(generic && found.issue.message === 'Invalid input')
+      )
+        best = found
+    }
+  }
+  return best
 }

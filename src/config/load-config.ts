@@ -43,14 +43,28 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Resol
     config = loaded.config
     if (loaded.configFile && existsSync(loaded.configFile)) configFile = loaded.configFile
   } catch (error) {
-    const file = configFile ?? 'matview.config.*'
-    throw new ConfigError(`config ${file} could not be loaded: ${firstLine(errorMessage(error))}`, {
-      cause: error,
-    })
+    // A syntax error's message carries the place on a line of its own: keep it, on one line.
+    const [problem, ...rest] = errorMessage(error)
+      .split('\n')
+      .map((line) => line.trim())
+      .filter(Boolean)
+    const place = rest.find((line) => /:\d+:\d+$/.test(line))
+    const file =
+      configFile ?? place?.replace(/:\d+:\d+$/, '') ?? findConfigFile(cwd) ?? 'matview.config.*'
+    throw new ConfigError(
+      `config ${file} could not be loaded: ${problem ?? 'unknown error'}${place ? ` at ${place}` : ''}; fix the file`,
+      { cause: error },
+    )
   }
   return resolveConfig(config, { ...options, ...(configFile ? { configFile } : {}) })
 }
 
-function firstLine(text: string): string {
-  return text.split('\n')[0] ?? text
+/** The file c12 would have loaded, to name it when loading failed before c12 could say. */
+function findConfigFile(cwd: string): string | undefined {
+  for (const dir of ['', '.config'])
+    for (const ext of ['ts', 'mts', 'cts', 'js', 'mjs', 'cjs']) {
+      const path = resolve(cwd, dir, `matview.config.${ext}`)
+      if (existsSync(path)) return path
+    }
+  return undefined
 }

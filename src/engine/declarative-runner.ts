@@ -12,7 +12,7 @@ import { KeyError } from './key-error.js'
 import { describeKey, keyColumns } from './key-sql.js'
 import { tableRef } from './names.js'
 import { pendingWork } from './pending.js'
-import { postgresError } from './postgres-errors.js'
+import { postgresError, privilegeHint } from './postgres-errors.js'
 import {
   REBUILD_LOCK_TIMEOUT_MS,
   REBUILD_SWAP_ATTEMPTS,
@@ -54,7 +54,8 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
         await createView(trx, ctx.schema, view).catch((error) => {
           const pgError = postgresError(error)
           if (!pgError) throw error
-          throw new ViewRunError(view.name, `creating the view failed: ${pgError.message}`, {
+          const message = `creating the view failed: ${pgError.message}${privilegeHint(pgError)}`
+          throw new ViewRunError(view.name, message, {
             cause: error,
           })
         })

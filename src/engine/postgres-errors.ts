@@ -26,4 +26,14 @@ export const SQLSTATE = {
   duplicateTable: '42P07',
   undefinedTable: '42P01',
   undefinedColumn: '42703',
+  insufficientPrivilege: '42501',
 } as const
+
+/**
+ * What to do about a permission error while creating a view: the role matview connects as
+ * installs triggers on the sources and creates the target (docs/least-privilege.md).
+ */
+export function privilegeHint(error: PostgresErrorFields): string {
+  if (error.code !== SQLSTATE.insufficientPrivilege) return ''
+  return "; matview's role must own each source table or hold TRIGGER and SELECT on it, and hold CREATE on the target's schema (docs/least-privilege.md)"
+}

@@ -1,0 +1,277 @@
+import { randomBytes } from 'node:crypto'
+import { Kysely, PostgresDialect, sql } from 'kysely'
+import pg from 'pg'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { defineView, Matview } from '../../src/index.js'
+import { queryDifferences } from '../../src/views/query-differences.js'
+import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
+
+// The two-role setup of docs/least-privilege.md, and the CVE-2018-1058 class of attack on the
+// capture triggers. PostgreSQL only: roles are cluster-wide, and the point is several logins
+// (the application, matview, an attacker), each with its own rights.
+
+const TOTALS = sql`
+  SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
+  FROM app.orders o JOIN app.customers c ON c.id = o.customer_id
+  GROUP BY o.customer_id, c.region`
+const TOTALS_COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
+// Keyed by region, which orders do not hold: a query mapping, so the capture stages whole rows
+// with to_jsonb (the function the attack below shadows).
+const REGIONS = sql`
+  SELECT c.region, count(*) AS order_count FROM app.orders o
+  JOIN app.customers c ON c.id = o.customer_id GROUP BY c.region`
+
+const views = [
+  defineView({
+    name: 'reporting.customer_totals',
+    key: ['customer_id'],
+    query: TOTALS,
+    sources: {
+      'app.orders': { customer_id: 'customer_id' },
+      'app.customers': { customer_id: 'id' },
+    },
+  }),
+  defineView({
+    name: 'reporting.region_orders',
+    key: ['region'],
+    query: REGIONS,
+    sources: {
+      'app.orders': sql`SELECT c.region FROM changed ch JOIN app.customers c ON c.id = ch.customer_id`,
+      'app.customers': { region: 'region' },
+    },
+  }),
+]
+
+describe('least privilege on PostgreSQL', () => {
+  let database: TestDatabase | undefined
+  const suffix = randomBytes(4).toString('hex')
+  const role = {
+    app: `proof_app_${suffix}`,
+    matview: `proof_mv_${suffix}`,
+    evil: `proof_evil_${suffix}`,
+  }
+  const opened: Array<{ destroy(): Promise<void> }> = []
+
+  /** A Kysely connection logged in as `user`. */
+  const login = (user: string) => {
+    const url = new URL(database!.url!)
+    url.username = user
+    const db = new Kysely<any>({
+      dialect: new PostgresDialect({
+        pool: new pg.Pool({ connectionString: url.toString(), max: 2 }),
+      }),
+    })
+    opened.push(db)
+    return { db, url: url.toString() }
+  }
+
+  beforeEach(async ({ skip }) => {
+    if (!(await available('postgres'))) skip()
+    database = await freshDatabase('postgres')
+    const admin = database.db
+    const dbName = new URL(database.url!).pathname.slice(1)
+    for (const name of Object.values(role))
+      await sql`CREATE ROLE ${sql.id(name)} LOGIN`.execute(admin)
+    // The application owns its schema and tables; its search_path puts public first, where the
+    // attacker may create objects (the CVE-2018-1058 setup).
+    await sql`CREATE SCHEMA app AUTHORIZATION ${sql.id(role.app)}`.execute(admin)
+    await sql`ALTER ROLE ${sql.id(role.app)} IN DATABASE ${sql.id(dbName)} SET search_path = public, app`.execute(
+      admin,
+    )
+    await sql`GRANT CREATE ON SCHEMA public TO ${sql.id(role.evil)}`.execute(admin)
+    // matview's role: creates its catalog schema, owns the schema of the targets.
+    await sql`GRANT CREATE ON DATABASE ${sql.id(dbName)} TO ${sql.id(role.matview)}`.execute(admin)
+    await sql`CREATE SCHEMA reporting AUTHORIZATION ${sql.id(role.matview)}`.execute(admin)
+
+    const app = login(role.app).db
+    await sql`CREATE TABLE app.customers (id bigint PRIMARY KEY, region text NOT NULL)`.execute(app)
+    await sql`CREATE TABLE app.orders (id bigserial PRIMARY KEY, customer_id bigint NOT NULL,
+      amount_cents bigint NOT NULL)`.execute(app)
+    await sql`INSERT INTO app.customers SELECT g, 'region ' || g % 4 FROM generate_series(1, 20) g`.execute(
+      app,
+    )
+    await sql`INSERT INTO app.orders (customer_id, amount_cents)
+      SELECT 1 + g % 20, g FROM generate_series(1, 200) g`.execute(app)
+    // What the application grants matview: read its tables and put triggers on them.
+    await sql`GRANT USAGE ON SCHEMA app TO ${sql.id(role.matview)}`.execute(app)
+    await sql`GRANT SELECT, TRIGGER ON app.customers, app.orders TO ${sql.id(role.matview)}`.execute(
+      app,
+    )
+  })
+
+  afterEach(async () => {
+    for (const db of opened.splice(0)) await db.destroy()
+    if (database) {
+      for (const name of Object.values(role))
+        await sql`DROP OWNED BY ${sql.id(name)} CASCADE`.execute(database.db).catch(() => {})
+      await database.close()
+    }
+    database = undefined
+    const admin = new pg.Client({
+      connectionString:
+        process.env.MATVIEW_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    })
+    await admin.connect()
+    for (const name of Object.values(role)) await admin.query(`DROP ROLE IF EXISTS ${name}`)
+    await admin.end()
+  })
+
+  /** Creates the views as matview's role and grants the application read access to them. */
+  const createViews = async () => {
+    const mv = await Matview.open({ database: login(role.matview).url, views })
+    const first = await mv.update()
+    expect(first.views.map((v) => [v.view, v.outcome, v.error])).toEqual([
+      ['reporting.customer_totals', 'done', undefined],
+      ['reporting.region_orders', 'done', undefined],
+    ])
+    const asMatview = login(role.matview).db
+    await sql`GRANT USAGE ON SCHEMA reporting TO ${sql.id(role.app)}`.execute(asMatview)
+    await sql`GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO ${sql.id(role.app)}`.execute(
+      asMatview,
+    )
+    return mv
+  }
+
+  const expectEqual = async () => {
+    const admin = database!.db
+    expect(
+      await queryDifferences(admin, 'reporting.customer_totals', TOTALS, TOTALS_COLUMNS),
+    ).toEqual({ extra: [], missing: [] })
+    expect(
+      await queryDifferences(admin, 'reporting.region_orders', REGIONS, ['region', 'order_count']),
+    ).toEqual({ extra: [], missing: [] })
+  }
+
+  /** The application's writes: inserts, updates that move keys, deletes. */
+  const appWrites = async (app: Kysely<any>) => {
+    await sql`INSERT INTO orders (customer_id, amount_cents) VALUES (1, 5), (2, 7), (21, 9)`.execute(
+      app,
+    )
+    await sql`INSERT INTO customers VALUES (21, 'region new')`.execute(app)
+    await sql`UPDATE orders SET customer_id = 3 WHERE customer_id = 4`.execute(app)
+    await sql`UPDATE customers SET region = 'region 9' WHERE id = 5`.execute(app)
+    await sql`DELETE FROM orders WHERE customer_id = 6`.execute(app)
+  }
+
+  it("captures the application role's writes and applies them as matview's role; the application cannot write targets, logs or the catalog", async () => {
+    const mv = await createViews()
+    const app = login(role.app).db
+    await appWrites(app)
+    const second = await mv.update()
+    expect(second.views.every((v) => v.outcome === 'done')).toBe(true)
+    expect(
+      second.views[0]!.updated + second.views[0]!.inserted + second.views[0]!.deleted,
+    ).toBeGreaterThan(3)
+    await expectEqual()
+    await mv.close()
+
+    // The application reads the targets...
+    const { rows } = await sql<{
+      n: string
+    }>`SELECT count(*) AS n FROM reporting.customer_totals`.execute(app)
+    expect(Number(rows[0]!.n)).toBeGreaterThan(0)
+    // ...and cannot write them, the change logs or the catalog.
+    const { rows: ids } = await sql<{
+      id: number
+    }>`SELECT id FROM matview.views ORDER BY id`.execute(database!.db)
+    const attempts = [
+      sql`INSERT INTO reporting.customer_totals VALUES (999, 'x', 1, 1)`,
+      sql`UPDATE reporting.customer_totals SET total_cents = 0`,
+      sql`DELETE FROM reporting.region_orders`,
+      sql`TRUNCATE reporting.customer_totals`,
+      sql`INSERT INTO ${sql.id('matview', `log_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
+      sql`DELETE FROM ${sql.id('matview', `log_${ids[0]!.id}`)}`,
+      sql`SELECT * FROM ${sql.id('matview', `stage_${ids[1]!.id}_0`)}`,
+      sql`UPDATE matview.views SET state = 'ready'`,
+      sql`DELETE FROM matview.runs`,
+      sql`INSERT INTO matview.catalog_version VALUES (99, 'x')`,
+      sql`DROP TABLE reporting.customer_totals`,
+      sql`CREATE TABLE matview.mine (id int)`,
+    ]
+    for (const attempt of attempts) {
+      const failure = await attempt.execute(app).then(
+        () => 'succeeded',
+        (error: Error) => error.message,
+      )
+      expect(failure, attempt.compile(app).sql).toMatch(/^(permission denied|must be owner)/)
+    }
+    await expectEqual()
+  })
+
+  it('runs none of the functions or operators an attacker puts in the way of the capture triggers', async () => {
+    const mv = await createViews()
+    // The attacker: a table that records every call, open to everyone, and look-alikes of what a
+    // capture trigger (or a careless one) would call, each a better match than pg_catalog's.
+    const evil = login(role.evil).db
+    await sql`GRANT USAGE ON SCHEMA app TO ${sql.id(role.evil)}`.execute(login(role.app).db)
+    await sql`CREATE TABLE public.calls (fn text, by_role text DEFAULT current_user)`.execute(evil)
+    await sql`GRANT INSERT, SELECT ON public.calls TO PUBLIC`.execute(evil)
+    await sql
+      .raw(`
+      CREATE FUNCTION public.to_jsonb(r app.orders) RETURNS jsonb LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('to_jsonb(orders)');
+        SELECT pg_catalog.row_to_json(r)::jsonb $$;
+      CREATE FUNCTION public.to_jsonb(r app.customers) RETURNS jsonb LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('to_jsonb(customers)');
+        SELECT pg_catalog.row_to_json(r)::jsonb $$;
+      CREATE FUNCTION public.evil_eq(a bigint, b bigint) RETURNS boolean LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('=(bigint, bigint)');
+        SELECT a OPERATOR(pg_catalog.=) b $$;
+      CREATE OPERATOR public.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = public.evil_eq);
+      CREATE FUNCTION public.pg_notify(channel text, payload text) RETURNS void LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('pg_notify') $$;
+      CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('now()');
+        SELECT pg_catalog.now() $$;
+      CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('clock_timestamp()');
+        SELECT pg_catalog.clock_timestamp() $$;
+      CREATE FUNCTION public.format(text, text, text) RETURNS text LANGUAGE sql AS $$
+        INSERT INTO public.calls (fn) VALUES ('format');
+        SELECT pg_catalog.format($1, $2, $3) $$;
+      CREATE TABLE public.new_rows (id bigint, customer_id bigint, amount_cents bigint);
+      CREATE TABLE public.old_rows (id bigint, customer_id bigint, amount_cents bigint);
+    `)
+      .execute(evil)
+
+    const app = login(role.app).db
+    // The trap is armed: code that resolves these names through the application's search_path
+    // runs the attacker's functions.
+    await sql`SELECT to_jsonb(o) FROM orders o LIMIT 1`.execute(app)
+    // (pg_catalog is searched first unless the path names it later, as this one does.)
+    await app.transaction().execute(async (trx) => {
+      await sql`SET LOCAL search_path = public, pg_catalog`.execute(trx)
+      await sql`SELECT 1::bigint = 2::bigint`.execute(trx)
+    })
+    const { rows: armed } = await sql<{ fn: string; by_role: string }>`
+      SELECT fn, by_role FROM public.calls ORDER BY fn`.execute(database!.db)
+    expect(armed).toEqual([
+      { fn: '=(bigint, bigint)', by_role: role.app },
+      { fn: 'to_jsonb(orders)', by_role: role.app },
+    ])
+    await sql`TRUNCATE public.calls`.execute(database!.db)
+
+    // The application writes every way, and TRUNCATEs a table (the truncate marker's trigger).
+    await appWrites(app)
+    await sql`UPDATE customers SET region = region WHERE id < 3`.execute(app)
+    await sql`DELETE FROM customers WHERE id = 21`.execute(app)
+    const second = await mv.update()
+    expect(second.views.every((v) => v.outcome === 'done')).toBe(true)
+    await expectEqual()
+    // Nothing the attacker made ran: not in the writer's trigger, not in matview's batches.
+    const { rows: calls } = await sql<{ fn: string }>`SELECT fn FROM public.calls`.execute(
+      database!.db,
+    )
+    expect(calls).toEqual([])
+
+    await sql`GRANT TRUNCATE ON app.orders TO ${sql.id(role.app)}`.execute(app)
+    await sql`TRUNCATE orders`.execute(app)
+    const statuses = await mv.status()
+    expect(statuses.map((s) => s.state)).toEqual(['needs_rebuild', 'needs_rebuild'])
+    const { rows: after } = await sql<{ fn: string }>`SELECT fn FROM public.calls`.execute(
+      database!.db,
+    )
+    expect(after).toEqual([])
+    await mv.close()
+  })
+})
