@@ -49,6 +49,22 @@ describe('config', () => {
     )
   })
 
+  it('reads strategy and rebuildShare, auto and 0.15 by default, and refuses bad ones naming them', () => {
+    expect(resolveConfig({}, { env: {} })).toMatchObject({ strategy: 'auto', rebuildShare: 0.15 })
+    expect(
+      resolveConfig({ strategy: 'incremental', rebuildShare: 0.5 }, { env: {} }),
+    ).toMatchObject({ strategy: 'incremental', rebuildShare: 0.5 })
+    expect(() => resolveConfig({ strategy: 'fast' }, { env: {} })).toThrow(
+      /strategy: must be "incremental", "rebuild" or "auto"/,
+    )
+    expect(() => resolveConfig({ rebuildShare: 0 }, { env: {} })).toThrow(
+      /rebuildShare: must be more than 0/,
+    )
+    expect(() => resolveConfig({ rebuildShare: 20 }, { env: {} })).toThrow(
+      /rebuildShare: must be at most 1/,
+    )
+  })
+
   it('reads keepRuns as a duration, 30 days by default, and refuses a bad one naming it', () => {
     expect(resolveConfig({}, { env: {} }).keepRunsMs).toBe(30 * 24 * 3600 * 1000)
     expect(resolveConfig({ keepRuns: '12h' }, { env: {} }).keepRunsMs).toBe(12 * 3600 * 1000)

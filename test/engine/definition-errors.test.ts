@@ -8,6 +8,7 @@ import {
   ViewDefinitionError,
   type ViewResult,
 } from '../../src/index.js'
+import { CATALOG_TABLES } from '../support/catalog.js'
 import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // Bad definitions, changed definitions and TRUNCATE, as a user meets them: through `update`'s
@@ -92,7 +93,7 @@ async function strayObjects(db: Kysely<any>) {
   const { rows: tables } = await sql<{ name: string }>`
     SELECT c.relname AS name FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${CATALOG} AND c.relname NOT IN ('views', 'view_sources', 'runs', 'catalog_version', 'workers', 'set_aside')
+    WHERE n.nspname = ${CATALOG} AND c.relname <> ALL(${[...CATALOG_TABLES]})
       AND c.relkind IN ('r', 'p', 'v', 'm')`.execute(db)
   const { rows: functions } = await sql<{ name: string }>`
     SELECT p.proname AS name FROM pg_catalog.pg_proc p

@@ -6,6 +6,7 @@ import pg from 'pg'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { CATALOG_VERSION } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
+import { CATALOG_TABLES } from '../support/catalog.js'
 import { PACKAGE, runCli } from '../support/cli.js'
 import { available, DIALECTS, POSTGRES_ADMIN_URL } from '../support/dialects.js'
 import { type CliDatabase, cliDatabase } from './cli-database.js'
@@ -81,7 +82,7 @@ describe('bad config and command-line input', () => {
       input: 'a misspelt field',
       config: "export default { database: 'pglite:db', batchsize: 10 }",
       answer:
-        /^matview: config \S+: unknown field "batchsize"; known fields: database, schema, batchSize, views$/,
+        /^matview: config \S+: unknown field "batchsize"; known fields: database, schema, batchSize, strategy, rebuildShare, keepRuns, views$/,
     },
     {
       input: 'two views with one name',
@@ -283,14 +284,7 @@ describe.each(DIALECTS)('bad view definitions and databases through the CLI on %
     const id = ids[0]!.id
     expect(after.views).toEqual([{ name: 'good', state: 'ready' }])
     expect(after.relations.filter((r) => !before.relations.includes(r)).sort()).toEqual(
-      [
-        'matview.catalog_version',
-        'matview.runs',
-        'matview.view_sources',
-        'matview.views',
-        `matview.log_${id}`,
-        'public.good',
-      ].sort(),
+      [...CATALOG_TABLES.map((t) => `matview.${t}`), `matview.log_${id}`, 'public.good'].sort(),
     )
     expect(after.triggers).toHaveLength(4)
     expect(after.triggers.every((t) => t.endsWith(' on customers'))).toBe(true)

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { CATALOG_VERSION } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
+import { CATALOG_TABLES } from '../support/catalog.js'
 import { BIN, CLI_ENV, PACKAGE, runCli } from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
@@ -269,10 +270,7 @@ async function strays(db: Kysely<any>): Promise<string[]> {
     'public.customers',
     'public.orders',
     ...CHECKS.map((c) => `public.${c.view}`),
-    'matview.views',
-    'matview.view_sources',
-    'matview.runs',
-    'matview.catalog_version',
+    ...CATALOG_TABLES.map((t) => `matview.${t}`),
   ])
   for (const t of tables) {
     const name = `${t.schema}.${t.name}`

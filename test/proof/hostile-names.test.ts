@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { type Kysely, sql } from 'kysely'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { queryDifferences } from '../../src/views/query-differences.js'
+import { CATALOG_TABLES } from '../support/catalog.js'
 import { PACKAGE, runCli } from '../support/cli.js'
 import { available, DIALECTS } from '../support/dialects.js'
 import { type CliDatabase, cliDatabase } from './cli-database.js'
@@ -163,7 +164,7 @@ describe.each(DIALECTS)('hostile names through the CLI on %s', (dialect) => {
              + (SELECT count(*) FROM pg_catalog.pg_trigger WHERE NOT tgisinternal)
              + (SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s
                 ON s.oid = c.relnamespace WHERE s.nspname = 'matview'
-                AND c.relname NOT IN ('views', 'view_sources', 'runs', 'catalog_version')
+                AND c.relname <> ALL(${[...CATALOG_TABLES]})
                 AND c.relkind = 'r') AS n`.execute(db)
       expect(Number(rows[0]!.n)).toBe(0)
       const { rows: canary } = await sql<{ n: string }>`SELECT count(*) AS n FROM x`.execute(db)

@@ -1,0 +1,12 @@
+/**
+ * The tables every catalog holds once its migrations ran (not a view's own log or stages).
+ * Tests that look for leftovers skip these; a migration that adds a table adds it here.
+ */
+export const CATALOG_TABLES = [
+  'catalog_version',
+  'views',
+  'view_sources',
+  'runs',
+  'workers',
+  'set_aside',
+] as const
