@@ -1,15 +1,19 @@
-// `npm run soak`: pgbench's TPC-B-like workload writes while matview keeps views over its tables
-// fresh; then the writers stop, matview drains, and every view must equal its query. Reports the
-// tps with and without the views and the lag seen during the run. See --help.
+// `npm run soak`: pgbench's TPC-B-like workload writes while a `matview worker` process keeps
+// views over its tables fresh; then the writers stop, the worker drains and stops, and every view
+// must equal its query. Reports the tps with and without the views and the lag seen during the
+// run. See --help.
 
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Command } from 'commander'
 import pg from 'pg'
 import { pgbench } from '../bench/lib/measure.mjs'
 import { writeResults } from '../bench/lib/report.mjs'
-import { Matview } from '../dist/index.js'
+import { Matview, sql } from '../dist/index.js'
 import { queryDifferences } from '../dist/views/query-differences.js'
 import { soakViews } from './views.mjs'
 
@@ -21,7 +25,7 @@ const positive = (name) => (value) => {
 
 const program = new Command('npm run soak --')
   .description(
-    "Runs pgbench's TPC-B-like workload (-c clients) against views over pgbench_accounts, pgbench_tellers, pgbench_branches and pgbench_history while matview keeps them fresh, then drains and checks that every view equals its query. Exits 1 when a view differs.",
+    "Runs pgbench's TPC-B-like workload (-c clients) against views over pgbench_accounts, pgbench_tellers, pgbench_branches and pgbench_history while a `matview worker` process keeps them fresh, then drains and checks that every view equals its query. Exits 1 when a view differs.",
   )
   .option(
     '--server <url>',
@@ -36,7 +40,6 @@ const program = new Command('npm run soak --')
   )
   .option('--scale <n>', 'pgbench scale factor (100,000 accounts each)', positive('--scale'), 10)
   .option('--clients <n>', 'pgbench clients', positive('--clients'), 8)
-  .option('--interval <ms>', 'pause between two updates of the views', positive('--interval'), 250)
   .option('--pgbench <path>', 'the pgbench binary', 'pgbench')
   .option(
     '--out <file>',
@@ -89,15 +92,16 @@ async function main() {
       if (v.outcome !== 'done') throw new Error(`creating ${v.view} failed: ${v.error}`)
     }
 
-    log(`pgbench with the views, matview updating every ${opts.interval} ms`)
-    const updater = keepFresh(mv, opts.interval)
+    log('pgbench with the views, a matview worker keeping them fresh')
+    const worker = await startWorker(dbUrl)
+    const sampler = sampleLag(mv)
     const withViews = await bench(run)
-    const during = await updater.stop()
-    log(
-      `  ${withViews.toFixed(0)} tps; ${during.updates} updates, max lag ${during.maxLag.toFixed(1)} s`,
-    )
+    const lag = await sampler.stop()
+    const runs = await runsDuring(mv, worker.started)
+    log(`  ${withViews.toFixed(0)} tps; ${runs.runs} worker runs, max lag ${lag.max.toFixed(1)} s`)
 
-    log('writers stopped: draining and comparing every view with its query')
+    log('writers stopped: the worker stops; every view is drained and compared with its query')
+    await worker.stop()
     const drained = await mv.update()
     const checks = []
     for (const view of soakViews()) {
@@ -119,17 +123,18 @@ async function main() {
       tpsWithout: without,
       tpsWith: withViews,
       ratio: withViews / without,
-      updates: during.updates,
-      failedUpdates: during.failures,
-      lag: { max: during.maxLag, median: during.medianLag },
-      rows: during.rows,
+      updates: runs.runs,
+      failedUpdates: runs.failed,
+      lag,
+      rows: runs.rows,
+      workerExit: worker.exitCode,
       checks,
     }
-    if (during.failures > 0) failed = true
+    if (runs.failed > 0 || worker.exitCode !== 0) failed = true
     if (opts.json) process.stdout.write(`${JSON.stringify(report)}\n`)
     else process.stdout.write(`${text(report)}\n`)
     if (opts.write) {
-      await writeResults(opts.out, 'soak-postgres', section(report, opts))
+      await writeResults(opts.out, 'soak-postgres', section(report))
       log(`wrote ${opts.out}`)
     }
   } finally {
@@ -145,25 +150,50 @@ async function main() {
 }
 
 /**
- * Updates every view in a loop until stopped, sampling the lag (age of the oldest pending
- * change, from `status`) once a second.
+ * Starts `matview worker` (the built bin) on the soak database with the soak views, in a
+ * temporary directory holding its config.
  */
-function keepFresh(mv, interval) {
+async function startWorker(dbUrl) {
+  const dir = await mkdtemp(join(os.tmpdir(), 'matview-soak-'))
+  const views = pathToFileURL(fileURLToPath(new URL('./views.mjs', import.meta.url))).href
+  await writeFile(
+    join(dir, 'matview.config.mjs'),
+    `import { soakViews } from ${JSON.stringify(views)}\nexport default { database: ${JSON.stringify(dbUrl)}, views: soakViews() }\n`,
+  )
+  const bin = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url))
+  const started = new Date()
+  const child = spawn(process.execPath, [bin, 'worker', '--poll', '2s'], {
+    cwd: dir,
+    env: { ...process.env, DATABASE_URL: '', MATVIEW_DATABASE_URL: '' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  let stderr = ''
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk
+  })
+  const exited = new Promise((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? signal)),
+  )
+  const state = { started, exitCode: undefined }
+  return {
+    ...state,
+    started,
+    async stop() {
+      child.kill('SIGTERM')
+      state.exitCode = await exited
+      this.exitCode = state.exitCode
+      await rm(dir, { recursive: true, force: true })
+      if (state.exitCode !== 0)
+        process.stderr.write(`worker exited ${state.exitCode}:\n${stderr}\n`)
+    },
+  }
+}
+
+/** Samples the largest lag (age of the oldest pending change, from `status`) once a second. */
+function sampleLag(mv) {
   let running = true
   const lags = []
-  const totals = { updates: 0, failures: 0, rows: 0 }
   const loop = (async () => {
-    while (running) {
-      const summary = await mv.update()
-      totals.updates++
-      for (const v of summary.views) {
-        if (v.outcome === 'failed') totals.failures++
-        totals.rows += v.inserted + v.updated + v.deleted
-      }
-      await new Promise((resolve) => setTimeout(resolve, interval))
-    }
-  })()
-  const sampler = (async () => {
     while (running) {
       await new Promise((resolve) => setTimeout(resolve, 1000))
       const status = await mv.status()
@@ -173,22 +203,27 @@ function keepFresh(mv, interval) {
   return {
     async stop() {
       running = false
-      await Promise.all([loop, sampler])
+      await loop
       const sorted = [...lags].sort((a, b) => a - b)
-      return {
-        ...totals,
-        maxLag: sorted.at(-1) ?? 0,
-        medianLag: sorted[Math.floor(sorted.length / 2)] ?? 0,
-      }
+      return { max: sorted.at(-1) ?? 0, median: sorted[Math.floor(sorted.length / 2)] ?? 0 }
     },
   }
+}
+
+/** The worker's runs since it started, from the run history. */
+async function runsDuring(mv, since) {
+  const { rows } = await sql`
+    SELECT count(*)::int AS runs, count(*) FILTER (WHERE outcome = 'failed')::int AS failed,
+           coalesce(sum(rows_inserted + rows_updated + rows_deleted), 0)::int8 AS rows
+    FROM matview.runs WHERE started_at >= ${since}`.execute(mv.database.db)
+  return { runs: rows[0].runs, failed: rows[0].failed, rows: Number(rows[0].rows) }
 }
 
 function text(r) {
   return [
     `pgbench TPC-B-like, scale ${r.scale}, ${r.clients} clients, ${r.seconds} s per side`,
     `  tps without views ${r.tpsWithout.toFixed(0)}, with views ${r.tpsWith.toFixed(0)} (${r.ratio.toFixed(2)} of it)`,
-    `  ${r.updates} updates during the run (${r.failedUpdates} failed), ${r.rows} rows applied`,
+    `  ${r.updates} worker runs during the run (${r.failedUpdates} failed), ${r.rows} rows applied; the worker exited ${r.workerExit}`,
     `  lag during the run: median ${r.lag.median.toFixed(1)} s, max ${r.lag.max.toFixed(1)} s`,
     ...r.checks.map(
       (c) =>
@@ -197,7 +232,7 @@ function text(r) {
   ].join('\n')
 }
 
-function section(r, opts) {
+function section(r) {
   const args = process.argv.slice(2)
   return [
     '## Soak: pgbench TPC-B-like with views kept fresh',
@@ -211,13 +246,13 @@ function section(r, opts) {
       .map((v) => v.name)
       .join(
         ', ',
-      )} (soak/views.mjs); matview updated them every ${opts.interval} ms in the same process`,
+      )} (soak/views.mjs), kept fresh by one \`matview worker\` process (on change, the default)`,
     '',
     '```text',
     text(r),
     '```',
     '',
-    'The two pgbench runs share the 2 cores with the updater: the ratio is the whole cost of keeping the views fresh on this machine, trigger and apply together.',
+    'The two pgbench runs share the 2 cores with the worker: the ratio is the whole cost of keeping the views fresh on this machine, trigger and apply together.',
   ].join('\n')
 }
 

@@ -4,6 +4,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { type Kysely, sql } from '../../src/index.js'
@@ -244,6 +245,49 @@ describe.skipIf(!ready)('matview worker processes (PostgreSQL)', () => {
     second.child.kill('SIGTERM')
     expect(await second.exited).toBe(0)
   })
+
+  it('carries on when the server drops every connection of the worker (as a restart does)', async () => {
+    // Stopping the shared server would break the tests running beside this one; terminating
+    // the worker's backends is what a restart looks like from the worker's side.
+    const { db, dir, url } = await setup()
+    const worker = startWorker(dir)
+    await until(async () => (await workerRows(db)).length === 1, 15_000, 'the worker registers')
+    await until(() => allFresh(db), 15_000, 'the worker creates the views')
+    const admin = new pg.Client({ connectionString: url })
+    await admin.connect()
+    // Every other backend of the database: the worker's and this test's own pool (which
+    // reconnects; the writes below retry until it has).
+    const terminate = () =>
+      admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+    const retrying = (what: string, write: () => Promise<unknown>) =>
+      until(
+        async () => {
+          await write()
+          return true
+        },
+        5_000,
+        what,
+      )
+    for (let round = 0; round < 3; round++) {
+      await retrying('insert', () =>
+        sql`INSERT INTO orders (customer_id, amount_cents, status)
+            SELECT 1 + g % 100, g, 'paid' FROM generate_series(1, 300) AS g`.execute(db),
+      )
+      await sleep(150)
+      // The worker's listening connection at least (and whatever it had open).
+      expect((await terminate()).rowCount).toBeGreaterThan(0)
+      await retrying('update', () =>
+        sql`UPDATE customers SET region = ${`r${round}`} WHERE id = ${round + 1}`.execute(db),
+      )
+      await until(() => allFresh(db), 20_000, `round ${round}: the views catch up after the drop`)
+    }
+    await admin.end()
+    expect(worker.child.exitCode).toBeNull()
+    expect(await workerRows(db)).toHaveLength(1)
+    worker.child.kill('SIGTERM')
+    expect(await worker.exited).toBe(0)
+  }, 90_000)
 
   it('status --check exits 4 when a view is over its maxLag, 0 when fresh', async () => {
     const { db, dir } = await setup("maxLag: '1s',")
