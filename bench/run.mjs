@@ -16,12 +16,23 @@ import {
 } from './lib/phase-apply.mjs'
 import { backfillPhase } from './lib/phase-backfill.mjs'
 import { capturePhase, PLAIN, tpcbPhase } from './lib/phase-capture.mjs'
+import { latencyPhase } from './lib/phase-latency.mjs'
 import { strategyPhase } from './lib/phase-strategy.mjs'
 import { verifyPhase } from './lib/phase-verify.mjs'
 import { machineInfo, Results, section, writeResults } from './lib/report.mjs'
 import { createTables, customerTotalsView, rng, SIZES } from './lib/workload.mjs'
 
-const PHASES = ['backfill', 'capture', 'pgbench', 'noop', 'apply', 'drain', 'strategy', 'verify']
+const PHASES = [
+  'backfill',
+  'capture',
+  'pgbench',
+  'noop',
+  'apply',
+  'drain',
+  'strategy',
+  'verify',
+  'latency',
+]
 
 const positive = (name) => (value) => {
   const n = Number(value)
@@ -177,7 +188,7 @@ async function main() {
       log('d. backfill vs CREATE TABLE AS')
       await backfillPhase(ctx)
     }
-    if (['capture', 'noop', 'apply', 'drain', 'strategy', 'verify'].some(wants)) {
+    if (['capture', 'noop', 'apply', 'drain', 'strategy', 'verify', 'latency'].some(wants)) {
       log('creating the view customer_totals and the materialized view for REFRESH')
       main = await env.openMatview({ batchSize: plan.batchSize, views: [customerTotalsView()] })
       ctx.main = main
@@ -220,12 +231,25 @@ async function main() {
       log('f. verify vs EXCEPT both ways')
       await verifyPhase(ctx)
     }
+    if (wants('latency')) {
+      log('g. change-driven latency with a matview worker')
+      await latencyPhase(ctx)
+    }
     if (wants('noop')) {
       log('e. update with nothing to do, after a long run history')
       await agedNoopPhase(ctx)
     }
     // Keep the table's order the same whatever order the phases ran in.
-    const groups = ['apply', 'drain', 'strategy', 'capture', 'backfill', 'noop', 'verify']
+    const groups = [
+      'apply',
+      'drain',
+      'strategy',
+      'capture',
+      'backfill',
+      'noop',
+      'verify',
+      'latency',
+    ]
     const rank = (r) => groups.indexOf(r.group) * 2 + (r.name.includes('(info)') ? 1 : 0)
     results.rows.sort((a, b) => rank(a) - rank(b))
 
