@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewRunError } from '../errors/matview-error.js'
 import { duplicateKeyError } from './key-error.js'
@@ -130,7 +131,8 @@ export async function applyKeys(
         WHERE ${keyIn(view.key, 't', keys)} AND NOT EXISTS (SELECT 1 FROM fresh AS f WHERE ${sameKey('f', 't')})`,
       }
   try {
-    const { rows } = await sql<Record<string, string>>`
+    const { rows } = await retryTransient(() =>
+      sql<Record<string, string>>`
       WITH cleared AS (
         ${keyed.cleared}
       )${keyed.claimed}, fresh AS MATERIALIZED (
@@ -148,7 +150,8 @@ export async function applyKeys(
       SELECT (SELECT count(*) FROM cleared) AS cleared,
              (SELECT count(*) FROM upserted WHERE inserted) AS inserted,
              (SELECT count(*) FROM upserted WHERE NOT inserted) AS updated,
-             (SELECT count(*) FROM removed) AS deleted`.execute(db)
+             (SELECT count(*) FROM removed) AS deleted`.execute(db),
+    )
     const row = rows[0]!
     return {
       inserted: Number(row.inserted),
@@ -176,6 +179,28 @@ async function findDuplicateKey(
   return rows[0] ? keyRow(rows[0], view.key.length) : undefined
 }
 
+/**
+ * Errors the same statement can get past on a second try: another session held a lock past
+ * `lock_timeout`, the statement ran past `statement_timeout`, a deadlock or serialization
+ * failure. A batch is one statement, so a failed try rolled back whole and left its keys in the
+ * log: trying again is safe. After the last try the error fails the view as any other.
+ */
+const TRANSIENT = new Set(['55P03', '57014', '40P01', '40001'])
+const TRIES = 3
+const RETRY_BASE_MS = 250
+
+export async function retryTransient<T>(statement: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await statement()
+    } catch (error) {
+      if (attempt >= TRIES || !TRANSIENT.has(postgresError(error)?.code ?? '')) throw error
+      // Exponential with jitter, so two runners that collided do not collide again.
+      await sleep(RETRY_BASE_MS * 2 ** (attempt - 1) * (0.5 + Math.random() / 2))
+    }
+  }
+}
+
 /** A failed statement of a batch, as one line naming the view and what it was doing. */
 export function batchError(view: { name: string }, doing: string, error: unknown): Error {
   const pgError = postgresError(error)
@@ -200,7 +225,8 @@ export async function resolveStaged(
     sql` AND `,
   )
   try {
-    const { rows } = await sql<{ staged: string }>`
+    const { rows } = await retryTransient(() =>
+      sql<{ staged: string }>`
       WITH taken AS (
         DELETE FROM ${stage}
         WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${stage} LIMIT ${limit}))
@@ -215,7 +241,8 @@ export async function resolveStaged(
         RETURNING 1
       )
       SELECT (SELECT count(*) FROM taken) AS staged, (SELECT count(*) FROM logged) AS logged`.execute(
-      db,
+        db,
+      ),
     )
     return Number(rows[0]!.staged)
   } catch (error) {

@@ -514,4 +514,33 @@ describe('a timeout inside a batch, on PostgreSQL', () => {
     },
     60_000,
   )
+
+  it('a lock held past lock_timeout but released soon after: the batch is tried again and the run is done', async () => {
+    if (!(await available('postgres'))) return
+    database = await freshDatabase('postgres')
+    const db = database.db
+    await createDemoSchema(db, { customers: 200, orders: 2000 })
+    const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
+    writeConfig(dir, database.url!, 0)
+    expect((await runCli(['create'], dir)).code).toBe(0)
+    await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE customer_id <= 100`.execute(
+      db,
+    )
+    const blocker = new pg.Client({ connectionString: database.url })
+    await blocker.connect()
+    await blocker.query('BEGIN')
+    await blocker.query('LOCK TABLE customer_totals IN SHARE MODE')
+    const url = new URL(database.url!)
+    url.searchParams.set('options', '-c lock_timeout=300')
+    // The first try waits 300 ms and fails; the lock is gone before the second.
+    const released = new Promise((resolve) => setTimeout(resolve, 400)).then(async () => {
+      await blocker.query('ROLLBACK')
+      await blocker.end()
+    })
+    const run = await runCli(['update', '--database', url.toString()], dir)
+    await released
+    expect(run.code, run.stdout + run.stderr).toBe(0)
+    expect(run.stdout).toMatch(/^customer_totals: done, \+0 ~80 -0/m)
+    await expectViewsEqual(db, 0, 'lock released')
+  }, 60_000)
 })
