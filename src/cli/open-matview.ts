@@ -1,10 +1,12 @@
 import { loadConfig } from '../config/load-config.js'
 import { Matview } from '../matview.js'
+import { selectViews } from '../runner/update.js'
 import type { GlobalOptions } from './options.js'
 
 /** Loads the config the flags point at and opens matview on it. */
 export async function openMatview(
   options: GlobalOptions & { batchSize?: number },
+  views?: string[],
 ): Promise<Matview> {
   const config = await loadConfig({
     ...(options.config !== undefined ? { configPath: options.config } : {}),
@@ -12,6 +14,8 @@ export async function openMatview(
     ...(options.schema !== undefined ? { schema: options.schema } : {}),
     ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
   })
+  // Unknown view names are refused before the database is opened (or an embedded one created).
+  if (views && views.length > 0) selectViews(config.views, views)
   return Matview.open(config)
 }
 
@@ -19,8 +23,9 @@ export async function openMatview(
 export async function withMatview<T>(
   options: GlobalOptions,
   fn: (mv: Matview) => Promise<T>,
+  views?: string[],
 ): Promise<T> {
-  const mv = await openMatview(options)
+  const mv = await openMatview(options, views)
   try {
     return await fn(mv)
   } finally {

@@ -22,7 +22,7 @@ export interface RunHooks {
 export async function runViewsCommand(
   flags: GlobalOptions & { json?: boolean },
   run: (mv: Matview, hooks: RunHooks) => Promise<UpdateSummary>,
-  options: { whenEmpty?: string } = {},
+  options: { whenEmpty?: string; views?: string[] } = {},
 ): Promise<void> {
   const reporter = createProgressReporter({
     live: !flags.json && process.stderr.isTTY === true,
@@ -33,12 +33,15 @@ export async function runViewsCommand(
     logger.warn(`${signal}: stopping after the current batch (send it again to exit at once)`),
   )
   try {
-    const summary = await withMatview(flags, (mv) =>
-      run(mv, {
-        signal: shutdown.signal,
-        logger,
-        onProgress: (event) => reporter.onProgress(event),
-      }),
+    const summary = await withMatview(
+      flags,
+      (mv) =>
+        run(mv, {
+          signal: shutdown.signal,
+          logger,
+          onProgress: (event) => reporter.onProgress(event),
+        }),
+      options.views,
     )
     const failed = summary.views.some((v) => v.outcome === 'failed')
     if (flags.json) {

@@ -94,7 +94,6 @@ describe('bad config and command-line input', () => {
       config: `export default { database: 'pglite:db', views: [${GOOD_VIEW}] }`,
       args: ['update', '--views', 'goood'],
       answer: /^matview: unknown view "goood"; known views: good$/,
-      connects: true,
     },
     {
       input: 'a huge batch size in the config',

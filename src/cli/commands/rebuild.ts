@@ -67,7 +67,10 @@ Examples:
             ...(flags.lockTimeout !== undefined ? { lockTimeout: flags.lockTimeout } : {}),
             ...hooks,
           }),
-        { whenEmpty: 'nothing to rebuild: every declarative view is ready on its definition' },
+        {
+          whenEmpty: 'nothing to rebuild: every declarative view is ready on its definition',
+          views: names,
+        },
       )
     })
 }

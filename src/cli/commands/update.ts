@@ -72,17 +72,20 @@ export async function executeUpdate(
   mode: { createOnly?: boolean } = {},
 ): Promise<void> {
   const views = [...(flags.views ?? []), ...(flags.models ?? [])]
-  await runViewsCommand(flags, (mv, hooks) =>
-    mv.update({
-      ...(views.length > 0 ? { views } : {}),
-      ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
-      ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
-      ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
-      ...(flags.strategy !== undefined ? { strategy: flags.strategy } : {}),
-      dryRun: flags.dryRun === true,
-      createOnly: mode.createOnly === true,
-      wait: flags.wait === true,
-      ...hooks,
-    }),
+  await runViewsCommand(
+    flags,
+    (mv, hooks) =>
+      mv.update({
+        ...(views.length > 0 ? { views } : {}),
+        ...(flags.batchSize !== undefined ? { batchSize: flags.batchSize } : {}),
+        ...(flags.maxTime !== undefined ? { maxTime: flags.maxTime } : {}),
+        ...(flags.maxBatches !== undefined ? { maxBatches: flags.maxBatches } : {}),
+        ...(flags.strategy !== undefined ? { strategy: flags.strategy } : {}),
+        dryRun: flags.dryRun === true,
+        createOnly: mode.createOnly === true,
+        wait: flags.wait === true,
+        ...hooks,
+      }),
+    { views },
   )
 }
