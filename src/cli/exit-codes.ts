@@ -9,7 +9,7 @@ export const EXIT = {
   usage: 2,
   /** `verify` found a view whose table differs from its query (and did not repair it). */
   drift: 3,
-  /** `status --check`: a view is over its `maxLag`, or its last run failed. */
+  /** `status --check`: a view is over its `maxLag`, its last run failed or it has keys set aside. */
   checkFailed: 4,
   sigint: 130,
   sigterm: 143,
@@ -21,11 +21,8 @@ export function exitCodeFor(error: unknown): number {
   switch (error.code) {
     case 'VIEW_FAILED':
     case 'VIEW_NO_PROGRESS':
-    case 'DATABASE_ERROR':
     case 'DEFINITION_CHANGED':
       return EXIT.viewFailed
-    case 'INTERRUPTED':
-      return EXIT.sigint
     default:
       return EXIT.usage
   }

@@ -13,9 +13,7 @@ export type ErrorCode =
   | 'VIEW_FAILED'
   | 'CATALOG_TOO_NEW'
   | 'DATABASE_UNREACHABLE'
-  | 'DATABASE_ERROR'
   | 'DEFINITION_CHANGED'
-  | 'INTERRUPTED'
 
 export class MatviewError extends Error {
   readonly code: ErrorCode
@@ -83,25 +81,6 @@ export class CatalogVersionError extends MatviewError {
 export class ConnectionError extends MatviewError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('DATABASE_UNREACHABLE', message, options)
-  }
-}
-
-/** A statement matview generated failed; keeps the SQL and parameters for `--verbose`. */
-export class DatabaseError extends MatviewError {
-  constructor(
-    message: string,
-    readonly sql: string,
-    readonly parameters: readonly unknown[],
-    options?: { cause?: unknown },
-  ) {
-    super('DATABASE_ERROR', message, options)
-  }
-}
-
-/** The run was stopped by SIGINT/SIGTERM or an abort signal. */
-export class InterruptedError extends MatviewError {
-  constructor(message = 'interrupted') {
-    super('INTERRUPTED', message)
   }
 }
 
