@@ -92,7 +92,7 @@ async function strayObjects(db: Kysely<any>) {
   const { rows: tables } = await sql<{ name: string }>`
     SELECT c.relname AS name FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${CATALOG} AND c.relname NOT IN ('views', 'view_sources', 'runs', 'catalog_version', 'workers', 'set_aside')
+    WHERE n.nspname = ${CATALOG} AND c.relname NOT IN ('views', 'view_sources', 'runs', 'catalog_version', 'workers', 'set_aside', 'run_partitions')
       AND c.relkind IN ('r', 'p', 'v', 'm')`.execute(db)
   const { rows: functions } = await sql<{ name: string }>`
     SELECT p.proname AS name FROM pg_catalog.pg_proc p
