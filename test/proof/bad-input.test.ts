@@ -286,8 +286,11 @@ describe.each(DIALECTS)('bad view definitions and databases through the CLI on %
       [
         'matview.catalog_version',
         'matview.runs',
+        'matview.run_partitions',
+        'matview.set_aside',
         'matview.view_sources',
         'matview.views',
+        'matview.workers',
         `matview.log_${id}`,
         'public.good',
       ].sort(),

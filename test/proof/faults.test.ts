@@ -273,11 +273,14 @@ async function strays(db: Kysely<any>): Promise<string[]> {
     'matview.view_sources',
     'matview.runs',
     'matview.catalog_version',
+    'matview.workers',
+    'matview.set_aside',
+    'matview.run_partitions',
   ])
   for (const t of tables) {
     const name = `${t.schema}.${t.name}`
     if (known.has(name)) continue
-    const id = /^matview\.(?:log|stage)_(\d+)(?:_\d+)?$/.exec(name)?.[1]
+    const id = /^matview\.(?:log|stage)_(\d+)(?:_p?\d+)?$/.exec(name)?.[1]
     if (id === undefined || !ids.has(id)) found.push(`table ${name}`)
   }
   const { rows: functions } = await sql<{ name: string }>`
