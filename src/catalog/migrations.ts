@@ -188,6 +188,31 @@ export const MIGRATIONS: readonly Migration[] = [
         )`.execute(trx)
     },
   },
+  {
+    version: 6,
+    description: 'partitioned change logs: partition counts, the partitions each run applied',
+    async up(trx, schema) {
+      const s = sql.id(schema)
+      // How many hash partitions the view's change log has (1: a plain table), and the
+      // rebuild's, which the swap makes the view's.
+      await sql`
+        ALTER TABLE ${s}.views
+          ADD COLUMN partitions integer NOT NULL DEFAULT 1,
+          ADD COLUMN rebuild_partitions integer`.execute(trx)
+      // One row per stretch of batches a run applied to one partition under its lock, with the
+      // database's clock at both ends: no two rows of a partition may overlap (checked by tests).
+      await sql`
+        CREATE TABLE ${s}.run_partitions (
+          run_id bigint NOT NULL REFERENCES ${s}.runs (id) ON DELETE CASCADE,
+          partition integer NOT NULL,
+          started_at timestamptz NOT NULL,
+          finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+          batches integer NOT NULL
+        )`.execute(trx)
+      // Pruning runs deletes their rows here through the foreign key: one probe per run.
+      await sql`CREATE INDEX run_partitions_run_idx ON ${s}.run_partitions (run_id)`.execute(trx)
+    },
+  },
 ]
 
 /** The newest catalog version this code knows. */

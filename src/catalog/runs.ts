@@ -22,23 +22,61 @@ export interface RunRecord extends RunCounts {
   pid: number | null
 }
 
-/** Records that a run started, so `status` shows it while it runs; returns its id. */
-export async function startRun(db: Kysely<any>, schema: string, view: string): Promise<number> {
-  // The caller holds the view's lock, so a run still marked running has no process left: it
-  // was killed, or lost its connection, before it could record how it ended.
+/**
+ * Records that a run started, so `status` shows it while it runs; returns its id. A caller
+ * that holds the view's lock exclusively first closes the view's runs still marked running:
+ * no process is left to finish them. One that holds it shared (`closeStale: false`, the
+ * appliers of a partitioned view) must not: another applier's run is running now.
+ */
+export async function startRun(
+  db: Kysely<any>,
+  schema: string,
+  view: string,
+  options: { closeStale?: boolean } = {},
+): Promise<number> {
   // One statement: `update` with nothing to do is a handful of round trips, each one counts.
+  const stale =
+    options.closeStale === false ? sql`` : sql`WITH stale AS (${closeStaleStatement(schema, view)})`
   const { rows } = await sql<{ id: string }>`
-    WITH stale AS (
-      UPDATE ${sql.id(schema)}.runs
-      SET outcome = 'interrupted', finished_at = clock_timestamp(),
-          error = coalesce(error, 'the process running it stopped before it could record the end')
-      WHERE view = ${view} AND outcome = 'running'
-    )
+    ${stale}
     INSERT INTO ${sql.id(schema)}.runs (view, host, pid)
     VALUES (${view}, ${hostname()}, ${process.pid})
     RETURNING id
   `.execute(db)
   return Number(rows[0]!.id)
+}
+
+/**
+ * Marks the view's runs still marked running as interrupted: they were killed, or lost their
+ * connection, before they could record how they ended. Only under the view's exclusive lock.
+ */
+export async function closeStaleRuns(db: Kysely<any>, schema: string, view: string) {
+  await closeStaleStatement(schema, view).execute(db)
+}
+
+function closeStaleStatement(schema: string, view: string) {
+  return sql`
+      UPDATE ${sql.id(schema)}.runs
+      SET outcome = 'interrupted', finished_at = clock_timestamp(),
+          error = coalesce(error, 'the process running it stopped before it could record the end')
+      WHERE view = ${view} AND outcome = 'running'`
+}
+
+/**
+ * Records that run `runId` applied `batches` batches to partition `partition` from `startedAt`
+ * (the database's clock when the partition's lock was taken) until now, before the lock goes.
+ */
+export async function recordPartitionRun(
+  db: Kysely<any>,
+  schema: string,
+  runId: number,
+  partition: number,
+  startedAt: string,
+  batches: number,
+): Promise<void> {
+  await sql`
+    INSERT INTO ${sql.id(schema)}.run_partitions (run_id, partition, started_at, batches)
+    VALUES (${runId}, ${partition}, ${startedAt}::timestamptz, ${batches})`.execute(db)
 }
 
 /** Run rows deleted at most per finished run, so a long-neglected history costs no long statement. */

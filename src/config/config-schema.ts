@@ -9,6 +9,9 @@ import { parseDuration } from './duration.js'
  * otherwise delete the whole history. */
 export const MIN_KEEP_RUNS_MS = 60_000
 
+/** The most hash partitions a view's change log may have. */
+export const MAX_PARTITIONS = 64
+
 const HOOKS = [
   'needsInsert',
   'needsUpdate',
@@ -180,6 +183,21 @@ const declarativeView = z
         error: 'must name at least one source table',
       }),
     indexes: z.array(z.array(z.string().min(1)).min(1)).optional(),
+    // Checked by hand, like the timing fields: a zod number type would lose the field's name.
+    partitions: z
+      .unknown()
+      .refine(
+        (value) =>
+          value === undefined ||
+          (typeof value === 'number' &&
+            Number.isInteger(value) &&
+            value >= 1 &&
+            value <= MAX_PARTITIONS),
+        {
+          error: `must be a whole number from 1 to ${MAX_PARTITIONS} (hash partitions of the change log)`,
+        },
+      )
+      .optional(),
   })
   .superRefine(oneTiming)
 

@@ -15,6 +15,19 @@ export async function advisoryUnlock(conn: Kysely<any>, key: LockKey): Promise<v
   await sql`SELECT pg_advisory_unlock(hashtext(${key.schema}), hashtext(${key.name}))`.execute(conn)
 }
 
+export async function tryAdvisoryLockShared(conn: Kysely<any>, key: LockKey): Promise<boolean> {
+  const { rows } = await sql<{ locked: boolean }>`
+    SELECT pg_try_advisory_lock_shared(hashtext(${key.schema}), hashtext(${key.name})) AS locked
+  `.execute(conn)
+  return rows[0]?.locked === true
+}
+
+export async function advisoryUnlockShared(conn: Kysely<any>, key: LockKey): Promise<void> {
+  await sql`SELECT pg_advisory_unlock_shared(hashtext(${key.schema}), hashtext(${key.name}))`.execute(
+    conn,
+  )
+}
+
 export async function isAdvisoryLocked(db: Kysely<any>, key: LockKey): Promise<boolean> {
   // pg_locks shows the two ints as oids, that is unsigned: mask the signed hash to compare.
   const { rows } = await sql<{ locked: boolean }>`

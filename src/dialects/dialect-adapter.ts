@@ -21,6 +21,13 @@ export interface DialectAdapter {
    */
   tryLock(conn: Kysely<any>, key: LockKey): Promise<boolean>
   unlock(conn: Kysely<any>, key: LockKey): Promise<void>
+  /**
+   * Tries to take the lock in shared mode: shared holders exclude an exclusive one and not each
+   * other (the appliers of a partitioned view's partitions). A connection that holds the lock
+   * exclusively may also take it shared, then give up the exclusive hold: a downgrade.
+   */
+  tryLockShared(conn: Kysely<any>, key: LockKey): Promise<boolean>
+  unlockShared(conn: Kysely<any>, key: LockKey): Promise<void>
   /** Whether some session (this one included) holds the lock now. */
   isLocked(db: Kysely<any>, key: LockKey): Promise<boolean>
 }

@@ -1,4 +1,10 @@
-import { advisoryUnlock, isAdvisoryLocked, tryAdvisoryLock } from './advisory-lock-sql.js'
+import {
+  advisoryUnlock,
+  advisoryUnlockShared,
+  isAdvisoryLocked,
+  tryAdvisoryLock,
+  tryAdvisoryLockShared,
+} from './advisory-lock-sql.js'
 import type { DialectAdapter } from './dialect-adapter.js'
 
 /** PostgreSQL through node-postgres: session-level advisory locks guard each view. */
@@ -7,5 +13,7 @@ export const postgresAdapter: DialectAdapter = {
   multiProcess: true,
   tryLock: tryAdvisoryLock,
   unlock: advisoryUnlock,
+  tryLockShared: tryAdvisoryLockShared,
+  unlockShared: advisoryUnlockShared,
   isLocked: isAdvisoryLocked,
 }

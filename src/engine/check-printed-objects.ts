@@ -6,7 +6,7 @@ import { checkDefinition } from './create-view.js'
 import { type Column, columnsOf } from './inspect-definition.js'
 import { displayName, type QualifiedTable, viewObjects } from './names.js'
 import type { ViewRuntime } from './view-runtime.js'
-import { definitionHash, isQueryMapping } from './view-sql.js'
+import { definitionHash, isQueryMapping, viewPartitions } from './view-sql.js'
 
 /** `pg_trigger.tgtype` bits of the AFTER … FOR EACH STATEMENT triggers matview creates. */
 const EVENTS = { insert: 4, delete: 8, update: 16, truncate: 32 } as const
@@ -75,6 +75,7 @@ export async function acceptPrintedObjects(
     )
   )
     fail(`its change log "${displayName(objects.log)}" has no index on (${view.key.join(', ')})`)
+  await samePartitions(fail, trx, objects, logOid!, viewPartitions(view))
 
   const { rows: recorded } = await sql<{ position: number; oid: string; mapping: string }>`
     SELECT position, source_oid::int8::text AS oid, mapping
@@ -162,6 +163,39 @@ export async function acceptPrintedObjects(
   await sql`
     UPDATE ${sql.id(catalog, 'views')} SET state_reason = NULL, updated_at = now()
     WHERE name = ${view.name}`.execute(trx)
+}
+
+/** The log is a plain table, or split by a hash of the key into the partitions `create` makes. */
+async function samePartitions(
+  fail: (message: string) => never,
+  db: Kysely<any>,
+  objects: ReturnType<typeof viewObjects>,
+  logOid: string,
+  partitions: number,
+): Promise<void> {
+  const label = `its change log "${displayName(objects.log)}"`
+  const { rows } = await sql<{ strategy: string }>`
+    SELECT partstrat AS strategy FROM pg_catalog.pg_partitioned_table
+    WHERE partrelid = ${logOid}::int8::oid`.execute(db)
+  const strategy = rows[0]?.strategy
+  if (partitions === 1) {
+    if (strategy !== undefined) fail(`${label} is partitioned; the definition has no partitions`)
+    return
+  }
+  if (strategy !== 'h')
+    fail(`${label} is not split by a hash of the key into ${partitions} partitions`)
+  const { rows: parts } = await sql<{ bound: string }>`
+    SELECT c.relname::text || ' ' || pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = ${logOid}::int8::oid`.execute(db)
+  const have = parts.map((p) => p.bound).sort()
+  const want = Array.from(
+    { length: partitions },
+    (_, k) =>
+      `${objects.logPartition(k).table} FOR VALUES WITH (modulus ${partitions}, remainder ${k})`,
+  ).sort()
+  if (JSON.stringify(have) !== JSON.stringify(want))
+    fail(`${label} does not have the ${partitions} hash partitions matview makes (${want[0]}, …)`)
 }
 
 function sameColumns(

@@ -16,7 +16,7 @@ import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { postgresError } from './postgres-errors.js'
 import { mappingQuery, viewQuery } from './view-runtime.js'
-import { definitionHash, isQueryMapping, sourceNames } from './view-sql.js'
+import { definitionHash, isQueryMapping, sourceNames, viewPartitions } from './view-sql.js'
 
 /**
  * What a view's catalog row says when `matview sql` printed its DDL: `create` checks the
@@ -56,6 +56,7 @@ export async function createView(
     sql`target_table`,
     sql`key_columns`,
     sql`columns`,
+    sql`partitions`,
   ])
   const values = sql.join([
     v(view.name),
@@ -67,6 +68,7 @@ export async function createView(
     v(checked.target.table),
     sql`${v(JSON.stringify(view.key))}::jsonb`,
     sql`${v(JSON.stringify(checked.columns))}::jsonb`,
+    v(viewPartitions(view)),
   ])
   let id: number
   if (printed) {
@@ -284,14 +286,19 @@ export async function createViewObjects(
       sql: sql`CREATE INDEX ON ${tableRef(target)} (${columnList(index)})`,
     })
   }
-  await ddl.run(trx, {
-    comment: 'The change log: keys written by the capture triggers, claimed by each batch',
-    sql: sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`,
-  })
-  await ddl.run(trx, {
-    comment: '',
-    sql: sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`,
-  })
+  const partitions = viewPartitions(view)
+  if (partitions === 1) {
+    await ddl.run(trx, {
+      comment: 'The change log: keys written by the capture triggers, claimed by each batch',
+      sql: sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`,
+    })
+    await ddl.run(trx, {
+      comment: '',
+      sql: sql`ALTER TABLE ${tableRef(objects.log)} ADD COLUMN matview_logged_at timestamptz NOT NULL DEFAULT now()`,
+    })
+  } else {
+    await createPartitionedLog(trx, view, checked, objects, partitions, ddl)
+  }
   await ddl.run(trx, {
     // Claims read distinct keys in key order and delete by key: both use this index.
     comment: 'Batches claim keys in key order and delete them by key: both use this index',
@@ -349,6 +356,42 @@ export async function createViewObjects(
     })
   }
   return records
+}
+
+/**
+ * A change log split into `partitions` hash partitions of the key: the capture triggers and
+ * the staged rows' mapping insert into the parent, which routes each key to its partition, and
+ * each partition is claimed and applied on its own, under its own lock. A partitioned table
+ * cannot be made by `CREATE TABLE AS`: its key columns are declared with the types PostgreSQL
+ * gives the query's columns (`format_type`, which quotes what needs it).
+ */
+async function createPartitionedLog(
+  trx: Kysely<any>,
+  view: DeclarativeView,
+  checked: CheckedDefinition,
+  objects: ReturnType<typeof viewObjects>,
+  partitions: number,
+  ddl: DdlSink,
+): Promise<void> {
+  const columns = view.key.map((k) => {
+    const type = checked.columnTypes.find((c) => c.name === k)!.type
+    // DDL: a type cannot be a parameter; the text is PostgreSQL's own format_type output.
+    return sql`${sql.id(k)} ${sql.raw(type)}`
+  })
+  await ddl.run(trx, {
+    comment: `The change log, split by a hash of the key into ${partitions} partitions: keys written by the capture triggers, claimed partition by partition`,
+    sql: sql`
+CREATE TABLE ${tableRef(objects.log)} (
+  ${sql.join(columns)},
+  matview_logged_at timestamptz NOT NULL DEFAULT now()
+) PARTITION BY HASH (${columnList(view.key)})`,
+  })
+  for (let k = 0; k < partitions; k++) {
+    await ddl.run(trx, {
+      comment: k === 0 ? 'Its partitions' : '',
+      sql: sql`CREATE TABLE ${tableRef(objects.logPartition(k))} PARTITION OF ${tableRef(objects.log)} FOR VALUES WITH (MODULUS ${sql.lit(partitions)}, REMAINDER ${sql.lit(k)})`,
+    })
+  }
 }
 
 /** A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts). */

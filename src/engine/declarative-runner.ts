@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { recordPartitionRun } from '../catalog/runs.js'
 import { ViewRunError } from '../errors/matview-error.js'
 import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.js'
 import type { DeclarativeView } from '../views/declarative.js'
@@ -10,7 +11,7 @@ import { discardUnfinishedView } from './drop-view.js'
 import { fillTable } from './fill-table.js'
 import { KeyError } from './key-error.js'
 import { describeKey, keyColumns } from './key-sql.js'
-import { tableRef } from './names.js'
+import { partitionLockKey, tableRef } from './names.js'
 import { pendingWork } from './pending.js'
 import { postgresError, privilegeHint } from './postgres-errors.js'
 import {
@@ -19,7 +20,7 @@ import {
   rebuildView,
 } from './rebuild/rebuild-view.js'
 import { applyIsolating } from './set-aside.js'
-import { loadViewRuntime, type ViewRuntime } from './view-runtime.js'
+import { loadViewRuntime, partitionRuntime, type ViewRuntime } from './view-runtime.js'
 import { definitionHash } from './view-sql.js'
 
 /**
@@ -30,6 +31,12 @@ import { definitionHash } from './view-sql.js'
 export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
+    if (ctx.lockMode === 'shared') {
+      // The lock was taken shared only for a ready partitioned view (src/runner/view-lock.ts).
+      if (!runtime) throw new ViewRunError(view.name, 'internal: shared lock on a view not created')
+      checkRunnable(ctx.conn, view, runtime)
+      return applyPartitions(runtime, view, ctx)
+    }
     if (runtime?.state === 'building' && runtime.stateReason === PRINTED_STATE_REASON) {
       // Applied from "matview sql" by the user's own tool: checked before anything uses it.
       const printed = runtime
@@ -138,12 +145,32 @@ function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRunt
 /** Staged rows mapped per statement: bounded so each statement stays short. */
 const STAGE_CHUNK = 10_000
 
+/** What a partition's applier has done with it over the slices of one run. */
+interface PartitionTally {
+  runtime: ViewRuntime
+  /** Log rows deleted since its last vacuum. */
+  cleared: number
+  /** Keys applied. */
+  keys: number
+  /** Staged rows mapped (to keys of any partition). */
+  staged: number
+  /** Where its last slice stopped in key order: the next one goes on from there. */
+  after: string[] | undefined
+}
+
+/**
+ * Applies pending keys until the log is empty or the run must stop. `partition` claims and
+ * applies from one partition of a partitioned view (the caller holds its lock); staged rows
+ * are still mapped through the whole view's log, whose keys may go to any partition.
+ */
 async function applyPending(
   view: ViewRuntime,
   definition: DeclarativeView,
   ctx: RunContext,
+  partition?: PartitionTally,
 ): Promise<StopReason | undefined> {
-  let after: string[] | undefined
+  const claimFrom = partition?.runtime ?? view
+  let after: string[] | undefined = partition?.after
   let done = 0
   let total: number | undefined
   let strategyChosen = ctx.strategy === 'incremental'
@@ -160,14 +187,15 @@ async function applyPending(
         if (stop) return stop
         const resolved = await resolveStaged(ctx.conn, view, source, STAGE_CHUNK)
         staged += resolved
+        if (partition) partition.staged += resolved
         if (resolved < STAGE_CHUNK) break
       }
     }
-    const keys = await claimKeys(ctx.conn, view, ctx.batchSize, after)
+    const keys = await claimKeys(ctx.conn, claimFrom, ctx.batchSize, after)
     if (keys.length === 0) {
       // Wrapped past the last key: start again from the first, unless nothing is left at all.
       if (after === undefined && staged === 0) {
-        if (cleared >= VACUUM_AFTER_ROWS) await vacuumLog(view, ctx)
+        if (!partition && cleared >= VACUUM_AFTER_ROWS) await vacuumLog(view, ctx)
         return undefined
       }
       after = undefined
@@ -189,22 +217,120 @@ async function applyPending(
     if (total === undefined && ctx.tracksProgress && keys.length === ctx.batchSize)
       total = await countPending(ctx.conn, view)
     const counts = ctx.isolateFailures
-      ? await applyIsolating(ctx.conn, ctx.schema, view, keys, (key, error) => {
+      ? await applyIsolating(ctx.conn, ctx.schema, claimFrom, keys, (key, error) => {
           ctx.notes.push(`set aside ${describeKey(view.key, key)}`)
           ctx.logger.warn(
             `view "${view.name}": key ${describeKey(view.key, key)} set aside (matview retry ${view.name}): ${error}`,
           )
         })
-      : await applyKeys(ctx.conn, view, keys)
+      : await applyKeys(ctx.conn, claimFrom, keys)
     ctx.counts.batches++
     ctx.counts.inserted += counts.inserted
     ctx.counts.updated += counts.updated
     ctx.counts.deleted += counts.deleted
     cleared += counts.cleared ?? 0
     done += keys.length
+    if (partition) {
+      partition.cleared += counts.cleared ?? 0
+      partition.keys += keys.length
+    }
     if (total !== undefined) ctx.progress(done, Math.max(total, done))
     after = keys.at(-1)
     if (keys.length < ctx.batchSize) after = undefined
+    if (partition) partition.after = after
+  }
+}
+
+/**
+ * How long a runner applies one partition before it lets it go and moves to the next: with
+ * more partitions than runners, every runner keeps finding a free partition until the last
+ * ones are drained, instead of the first runners to finish standing idle.
+ */
+const SLICE_MS = 500
+
+/**
+ * Applies a partitioned view under its shared lock (src/runner/view-lock.ts): goes round the
+ * partitions, starting at a random one so runners spread, and applies each one that no other
+ * runner holds, under the partition's own lock, for a slice of time; skips those another runner
+ * holds (it applies them). Stops after a round that applied nothing. Every slice that applied
+ * batches is recorded in the run history (`run_partitions`) with the database's clock at both
+ * ends, taken while the partition's lock is held.
+ */
+async function applyPartitions(
+  view: ViewRuntime,
+  definition: DeclarativeView,
+  ctx: RunContext,
+): Promise<StopReason | undefined> {
+  const { adapter } = ctx.database
+  const n = view.partitions
+  const tallies: PartitionTally[] = Array.from({ length: n }, (_, k) => ({
+    runtime: partitionRuntime(view, k),
+    cleared: 0,
+    keys: 0,
+    staged: 0,
+    after: undefined,
+  }))
+  const first = Math.floor(Math.random() * n)
+  const order = tallies.map((_, i) => (first + i) % n)
+  const total = ctx.tracksProgress ? await countPending(ctx.conn, view) : undefined
+  const applied = new Set<number>()
+  const slice = (until: number): RunContext => ({
+    ...ctx,
+    // The automatic strategy was decided before the lock was shared.
+    strategy: 'incremental',
+    tracksProgress: false,
+    shouldStop: () => ctx.shouldStop() ?? (Date.now() >= until ? 'batch limit' : undefined),
+  })
+  try {
+    while (true) {
+      let worked = false
+      for (const k of order) {
+        const stop = ctx.shouldStop()
+        if (stop) return stop
+        const key = partitionLockKey(ctx.schema, view.name, k)
+        if (!(await adapter.tryLock(ctx.conn, key))) continue
+        try {
+          const tally = tallies[k]!
+          const { rows } = await sql<{ at: string; pending: boolean }>`
+            SELECT pg_catalog.clock_timestamp()::text AS at,
+                   EXISTS (SELECT 1 FROM ${tableRef(tally.runtime.objects.log)}) AS pending`.execute(
+            ctx.conn,
+          )
+          if (!rows[0]!.pending && view.staged.length === 0) continue
+          const before = { batches: ctx.counts.batches, staged: tally.staged }
+          let stop: StopReason | undefined
+          try {
+            stop = await applyPending(view, definition, slice(Date.now() + SLICE_MS), tally)
+          } finally {
+            const batches = ctx.counts.batches - before.batches
+            if (batches > 0) {
+              applied.add(k)
+              await recordPartitionRun(ctx.conn, ctx.schema, ctx.runId, k, rows[0]!.at, batches)
+            }
+            // Another round is needed after batches, after staged rows were mapped (their keys
+            // may be in a partition this round passed), or when the slice ran out of time.
+            if (batches > 0 || tally.staged > before.staged) worked = true
+          }
+          if (stop !== undefined) worked = true
+          if (stop === undefined && tally.cleared >= VACUUM_AFTER_ROWS) {
+            await vacuumLog(tally.runtime, ctx)
+            tally.cleared = 0
+          }
+          if (total !== undefined) {
+            const done = tallies.reduce((sum, t) => sum + t.keys, 0)
+            ctx.progress(done, Math.max(total, done))
+          }
+        } finally {
+          await adapter.unlock(ctx.conn, key).catch(() => {})
+        }
+      }
+      if (!worked) return undefined
+    }
+  } finally {
+    if (applied.size > 0)
+      ctx.notes.push(
+        `applied partition${applied.size > 1 ? 's' : ''} ${[...applied].sort((a, b) => a - b).join(', ')} of ${n}`,
+      )
   }
 }
 

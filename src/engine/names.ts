@@ -40,6 +40,8 @@ export function viewObjects(catalog: string, id: number) {
     /** The view's catalog id (a rebuild's shadow objects carry the rebuild's id). */
     id,
     log: { schema: catalog, table: `log_${id}` } as QualifiedTable,
+    /** Partition `k` (from 0) of a partitioned change log. */
+    logPartition: (k: number): QualifiedTable => ({ schema: catalog, table: `log_${id}_p${k}` }),
     stage: (position: number): QualifiedTable => ({
       schema: catalog,
       table: `stage_${id}_${position}`,
@@ -56,4 +58,12 @@ export type ViewObjects = ReturnType<typeof viewObjects>
 /** `a, b, c` of quoted column names, optionally qualified by a table alias. */
 export function columnList(columns: readonly string[], alias?: string): RawBuilder<unknown> {
   return sql.join(columns.map((c) => (alias ? sql.id(alias, c) : sql.id(c))))
+}
+
+/**
+ * The lock of one partition of a view: its appliers hold the view's lock shared and this one
+ * exclusive (see `src/engine/partitions.ts`).
+ */
+export function partitionLockKey(catalog: string, view: string, k: number) {
+  return { schema: catalog, name: `${view}#p${k}` }
 }

@@ -29,6 +29,8 @@ export interface ViewRuntime {
   query: RawBuilder<unknown>
   objects: ViewObjects
   staged: StagedSource[]
+  /** Hash partitions of the change log (1: a plain table). */
+  partitions: number
 }
 
 /** Where a backfill stands: the key-range bounds (as text) and how many ranges are done. */
@@ -66,7 +68,7 @@ export async function loadViewRuntime(
   // One round trip: it runs at the start of every view's run.
   const { rows } = await sql<Record<string, any>>`
     SELECT id, kind, state, state_reason, definition_hash, backfill_checkpoint,
-           target_schema, target_table, key_columns, columns,
+           target_schema, target_table, key_columns, columns, partitions,
            (SELECT pg_catalog.json_agg(json_build_array(vs.position, vs.source_schema, vs.source_table)
                                        ORDER BY vs.position)
             FROM ${sql.id(catalog, 'view_sources')} AS vs
@@ -93,6 +95,7 @@ export async function loadViewRuntime(
     backfillCheckpoint: row.backfill_checkpoint ? parseJson(row.backfill_checkpoint) : null,
     query: viewQuery(db, view),
     objects,
+    partitions: Number(row.partitions ?? 1),
     staged: sourceRows.map(({ position, table }) => ({
       position,
       table,
@@ -106,4 +109,13 @@ export async function loadViewRuntime(
 /** PGlite and pg both parse jsonb; a string still arrives where a driver was told not to. */
 function parseJson<T>(value: unknown): T {
   return (typeof value === 'string' ? JSON.parse(value) : value) as T
+}
+
+/**
+ * The runtime of one partition of a partitioned view: claims read and applies delete the
+ * partition's own table (its index alone), everything else is the view's. Staged rows are
+ * mapped through the view's runtime: their keys may belong to any partition.
+ */
+export function partitionRuntime(view: ViewRuntime, k: number): ViewRuntime {
+  return { ...view, objects: { ...view.objects, log: view.objects.logPartition(k) } }
 }

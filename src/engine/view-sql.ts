@@ -49,6 +49,8 @@ export function definitionHash(db: Kysely<any>, view: DeclarativeView): string {
     key: view.key,
     sources,
     indexes: view.indexes ?? [],
+    // Only when split: views defined before partitions existed keep their hash.
+    ...(viewPartitions(view) > 1 ? { partitions: viewPartitions(view) } : {}),
   })
   return createHash('sha256').update(canonical).digest('hex').slice(0, 16)
 }
@@ -56,4 +58,9 @@ export function definitionHash(db: Kysely<any>, view: DeclarativeView): string {
 /** A view's source names in a stable order: a source's position names its objects. */
 export function sourceNames(view: DeclarativeView): string[] {
   return Object.keys(view.sources).sort()
+}
+
+/** How many hash partitions the view's change log has (1: not split). */
+export function viewPartitions(view: DeclarativeView): number {
+  return view.partitions ?? 1
 }

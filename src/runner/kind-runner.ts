@@ -13,6 +13,13 @@ export interface RunContext {
   readonly database: Database
   /** The connection held for this view's run (it also holds the view's lock). */
   readonly conn: Kysely<any>
+  /**
+   * How the run holds the view's lock: `shared` only for the appliers of a ready partitioned
+   * view, which then apply its partitions each under a lock of its own (src/runner/view-lock.ts).
+   */
+  readonly lockMode: 'exclusive' | 'shared'
+  /** The run's row in the run history. */
+  readonly runId: number
   readonly schema: string
   readonly batchSize: number
   /** The most batches this view may run, or undefined for no limit. */

@@ -1,5 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import type { Kysely } from 'kysely'
 import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog/runs.js'
 import { registerView } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
@@ -11,6 +9,7 @@ import { Budget } from './budget.js'
 import type { PendingWork, StopReason } from './kind-runner.js'
 import { type Logger, silentLogger } from './logger.js'
 import { runnerFor } from './runners.js'
+import { acquireViewLock } from './view-lock.js'
 import { orderViews } from './view-order.js'
 
 export interface UpdateOptions {
@@ -157,7 +156,7 @@ async function dryRunView(
   }
 }
 
-interface RunViewOptions extends UpdateOptions {
+export interface RunViewOptions extends UpdateOptions {
   batchSize: number
   budget: Budget
   logger: Logger
@@ -191,12 +190,15 @@ async function runView(
   const key = { schema: config.schema, name: view.name }
   try {
     return await database.db.connection().execute(async (conn) => {
-      if (!(await acquire(database, conn, key, options))) {
-        return result('skipped', { reason: 'running elsewhere' })
-      }
+      const mode = await acquireViewLock(database, conn, config, view, options)
+      if (!mode) return result('skipped', { reason: 'running elsewhere' })
       try {
         if (view.kind === 'handwritten') await registerView(conn, config.schema, view)
-        const runId = await startRun(conn, config.schema, view.name)
+        // Shared, other appliers' runs are running now: only an exclusive holder closes the
+        // runs left running by a dead process (acquireViewLock did, before it shared the lock).
+        const runId = await startRun(conn, config.schema, view.name, {
+          closeStale: mode === 'exclusive',
+        })
         let outcome: RunOutcome = 'done'
         let reason: StopReason | undefined
         let failure: unknown
@@ -204,6 +206,8 @@ async function runView(
           reason = await runner.run(view as never, {
             database,
             conn,
+            lockMode: mode,
+            runId,
             schema: config.schema,
             batchSize: options.batchSize,
             maxBatches: options.maxBatches,
@@ -252,30 +256,14 @@ async function runView(
         }
         return result(outcome, extra)
       } finally {
-        await database.adapter.unlock(conn, key).catch(() => {})
+        const release = mode === 'shared' ? database.adapter.unlockShared : database.adapter.unlock
+        await release(conn, key).catch(() => {})
       }
     })
   } catch (error) {
     // The connection itself failed (database gone, catalog unwritable): this view failed.
     return result('failed', { error: errorMessage(error), cause: error })
   }
-}
-
-async function acquire(
-  database: Database,
-  conn: Kysely<any>,
-  key: { schema: string; name: string },
-  options: RunViewOptions,
-): Promise<boolean> {
-  if (await database.adapter.tryLock(conn, key)) return true
-  if (!options.wait) return false
-  options.logger.info(`view "${key.name}": waiting for the runner that holds it`)
-  // Polling keeps the wait interruptible by the time budget and by SIGINT/SIGTERM.
-  while (!options.budget.stopReason()) {
-    await sleep(200)
-    if (await database.adapter.tryLock(conn, key)) return true
-  }
-  return false
 }
 
 function logResult(logger: Logger, r: ViewResult): void {

@@ -19,6 +19,12 @@ export interface DeclarativeViewInput extends ViewTiming {
   sources: Readonly<Record<string, SourceMapping>>
   /** Extra indexes on the target, each a list of columns. */
   indexes?: string[][]
+  /**
+   * Splits the change log into this many hash partitions of the key (1 to 64), each applied
+   * under its own lock, so several runners (worker or update processes) apply one large view
+   * in parallel. @defaultValue 1
+   */
+  partitions?: number
 }
 
 /** A declarative view: matview captures changes on its sources and keeps the target equal to the query. */

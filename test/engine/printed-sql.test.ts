@@ -156,4 +156,43 @@ describe.each(DIALECTS)('matview sql on %s', (dialect) => {
     expect(rows).toEqual([{ n: 0 }])
     await mv.close()
   })
+
+  it('prints a partitioned change log; create accepts it as printed, and refuses a partition detached', async () => {
+    await setUp()
+    const split = defineView({ ...customerTotals, partitions: 3 })
+    const script = await viewSql({ database, views: [split] })
+    expect(script).toContain('PARTITION BY HASH ("customer_id")')
+    expect(script).toContain(
+      'CREATE TABLE "matview"."log_1_p2" PARTITION OF "matview"."log_1" FOR VALUES WITH (MODULUS 3, REMAINDER 2);',
+    )
+    await runScript(`BEGIN;\n${script}\nCOMMIT;`)
+    await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id = 3`.execute(
+      database.db,
+    )
+    let mv = await Matview.open({ database, views: [split] })
+    expect((await mv.update({ createOnly: true })).views[0]!.notes).toEqual([
+      'objects from "matview sql" checked',
+      'backfilled',
+    ])
+    expect((await mv.update()).views[0]!.outcome).toBe('done')
+    const cols = ['customer_id', 'region', 'order_count', 'total_cents']
+    expect(
+      await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, cols),
+    ).toEqual({ extra: [], missing: [] })
+    await mv.drop(['customer_totals'])
+    await mv.close()
+
+    await runScript(`BEGIN;\n${await viewSql({ database, views: [split] })}\nCOMMIT;`)
+    const { rows } = await sql<{ id: number }>`SELECT id FROM matview.views`.execute(database.db)
+    const id = Number(rows[0]!.id)
+    await sql`ALTER TABLE ${sql.id('matview', `log_${id}`)} DETACH PARTITION ${sql.id('matview', `log_${id}_p1`)}`.execute(
+      database.db,
+    )
+    mv = await Matview.open({ database, views: [split] })
+    const [result] = (await mv.update({ createOnly: true })).views
+    expect(result!.error).toContain(
+      `its change log "matview.log_${id}" does not have the 3 hash partitions matview makes`,
+    )
+    await mv.close()
+  })
 })

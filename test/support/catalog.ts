@@ -9,4 +9,5 @@ export const CATALOG_TABLES = [
   'runs',
   'workers',
   'set_aside',
+  'run_partitions',
 ] as const

@@ -187,6 +187,42 @@ describe.skipIf(!ready)('matview worker processes (PostgreSQL)', () => {
     }
   })
 
+  it('three workers on a partitioned view: they apply it together, never one partition twice at once', async () => {
+    const { db, dir } = await setup('partitions: 4,')
+    const workers = [0, 1, 2].map(() => startWorker(dir, ['--batch-size', '10']))
+    await until(async () => (await workerRows(db)).length === 3, 15_000, 'three workers register')
+    await until(() => allFresh(db), 15_000, 'the views are created')
+    // Thousands of keys at once, then writers for two seconds.
+    await db.transaction().execute(async (trx) => {
+      await sql`INSERT INTO customers (id, name, region)
+                SELECT g, 'c' || g, 'east' FROM generate_series(1000, 4000) g`.execute(trx)
+      await sql`INSERT INTO orders (customer_id, amount_cents, status)
+                SELECT g, 100, 'paid' FROM generate_series(1000, 4000) g`.execute(trx)
+    })
+    const stopAt = Date.now() + 2000
+    let i = 0
+    while (Date.now() < stopAt) {
+      i++
+      await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE id = ${1 + ((i * 37) % 1000)}`.execute(
+        db,
+      )
+      await sleep(5)
+    }
+    await until(() => allFresh(db), 30_000, 'the views catch up')
+    for (const w of workers) w.child.kill('SIGTERM')
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0, 0])
+    const { rows: overlapping } = await sql`
+      SELECT a.partition FROM matview.run_partitions a JOIN matview.run_partitions b
+        ON a.partition = b.partition AND a.run_id < b.run_id
+       AND a.started_at < b.finished_at AND b.started_at < a.finished_at`.execute(db)
+    expect(overlapping).toEqual([])
+    const { rows } = await sql<{ pids: number; partitions: number }>`
+      SELECT count(DISTINCT r.pid)::int AS pids, count(DISTINCT p.partition)::int AS partitions
+      FROM matview.run_partitions p JOIN matview.runs r ON r.id = p.run_id`.execute(db)
+    expect(rows[0]).toEqual({ pids: expect.any(Number), partitions: 4 })
+    expect(rows[0]!.pids).toBeGreaterThan(1)
+  })
+
   it('a worker killed with SIGKILL mid-run: another takes over its view', async () => {
     // Batches, not a rebuild: 5,000 of 6,000 keys pending would make `auto` rebuild at once.
     const { db, dir } = await setup('', "strategy: 'incremental',")

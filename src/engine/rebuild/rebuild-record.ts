@@ -27,6 +27,8 @@ export interface RebuildRecord {
   checkpoint: RebuildCheckpoint | null
   /** Why the shadow must not be swapped in, if it must not. */
   stale: string | null
+  /** Hash partitions of the rebuild's change log. */
+  partitions: number
 }
 
 /** A declarative view's catalog row as a rebuild sees it. */
@@ -79,6 +81,7 @@ export async function readRebuildRow(
             sources: parseJson(row.rebuild_sources),
             checkpoint: row.rebuild_checkpoint ? parseJson(row.rebuild_checkpoint) : null,
             stale: row.rebuild_stale ?? null,
+            partitions: Number(row.rebuild_partitions ?? 1),
           },
   }
 }
@@ -96,7 +99,7 @@ export async function saveRebuild(
         rebuild_hash = ${record.hash}, rebuild_key_columns = ${JSON.stringify(record.key)}::jsonb,
         rebuild_columns = ${JSON.stringify(record.columns)}::jsonb,
         rebuild_sources = ${JSON.stringify(record.sources)}::jsonb,
-        rebuild_checkpoint = NULL, rebuild_stale = NULL, rebuild_started_at = now(),
+        rebuild_partitions = ${record.partitions}, rebuild_checkpoint = NULL, rebuild_stale = NULL, rebuild_started_at = now(),
         updated_at = now()
     WHERE name = ${name}`.execute(db)
 }
@@ -107,7 +110,8 @@ export async function clearRebuild(db: Kysely<any>, catalog: string, name: strin
     UPDATE ${sql.id(catalog, 'views')}
     SET rebuild_id = NULL, rebuild_table = NULL, rebuild_hash = NULL, rebuild_key_columns = NULL,
         rebuild_columns = NULL, rebuild_sources = NULL, rebuild_checkpoint = NULL,
-        rebuild_stale = NULL, rebuild_started_at = NULL, updated_at = now()
+        rebuild_stale = NULL, rebuild_started_at = NULL, rebuild_partitions = NULL,
+        updated_at = now()
     WHERE name = ${name}`.execute(db)
 }
 
@@ -167,6 +171,7 @@ export function shadowRuntime(
     backfillCheckpoint: checkpoint,
     query: viewQuery(db, view),
     objects,
+    partitions: record.partitions,
     staged: record.sources
       .filter((s) => s.mapping === 'query')
       .map((s) => ({

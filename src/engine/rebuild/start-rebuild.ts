@@ -3,6 +3,7 @@ import { ViewDefinitionError, ViewRunError } from '../../errors/matview-error.js
 import type { DeclarativeView } from '../../views/declarative.js'
 import { checkDefinition, createViewObjects } from '../create-view.js'
 import { displayName, type QualifiedTable } from '../names.js'
+import { viewPartitions } from '../view-sql.js'
 import { type RebuildRecord, saveRebuild, shadowTable, tableOid } from './rebuild-record.js'
 
 /**
@@ -51,6 +52,7 @@ export async function startRebuild(
     sources,
     checkpoint: null,
     stale: null,
+    partitions: viewPartitions(view),
   }
   await saveRebuild(trx, catalog, view.name, record)
   return record

@@ -98,7 +98,7 @@ export async function swapIn(
     await sql`
       UPDATE ${sql.id(catalog, 'views')}
       SET id = rebuild_id, definition_hash = rebuild_hash, key_columns = rebuild_key_columns,
-          columns = rebuild_columns, state = 'ready', state_reason = NULL,
+          columns = rebuild_columns, partitions = coalesce(rebuild_partitions, 1), state = 'ready', state_reason = NULL,
           backfill_checkpoint = NULL, updated_at = now()
       WHERE name = ${name}`.execute(trx)
     await clearRebuild(trx, catalog, name)
