@@ -159,7 +159,10 @@ interface PartitionTally {
 }
 
 /**
- * Applies pending keys until the log is empty or the run must stop. `partition` claims and
+ * Applies pending keys in one pass over the log in key order, or until the run must stop.
+ * Keys written behind the pass wait for the next run: a run that wrapped around to them would
+ * chase a hot key for as long as writers write (a worker's run of a view keyed by branch, under
+ * pgbench, never ended and every other view waited). `partition` claims and
  * applies from one partition of a partitioned view (the caller holds its lock); staged rows
  * are still mapped through the whole view's log, whose keys may go to any partition.
  */
@@ -193,8 +196,8 @@ async function applyPending(
     }
     const keys = await claimKeys(ctx.conn, claimFrom, ctx.batchSize, after)
     if (keys.length === 0) {
-      // Wrapped past the last key: start again from the first, unless nothing is left at all.
-      if (after === undefined && staged === 0) {
+      // Past the last key: the pass is done (a partition's slices go round instead).
+      if ((after === undefined || !partition) && (staged === 0 || !partition)) {
         if (!partition && cleared >= VACUUM_AFTER_ROWS) await vacuumLog(view, ctx)
         return undefined
       }
@@ -236,7 +239,13 @@ async function applyPending(
     }
     if (total !== undefined) ctx.progress(done, Math.max(total, done))
     after = keys.at(-1)
-    if (keys.length < ctx.batchSize) after = undefined
+    if (keys.length < ctx.batchSize) {
+      if (!partition) {
+        if (cleared >= VACUUM_AFTER_ROWS) await vacuumLog(view, ctx)
+        return undefined
+      }
+      after = undefined
+    }
     if (partition) partition.after = after
   }
 }
