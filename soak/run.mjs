@@ -3,16 +3,14 @@
 // must equal its query. Reports the tps with and without the views and the lag seen during the
 // run. See --help.
 
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Command } from 'commander'
 import pg from 'pg'
 import { pgbench } from '../bench/lib/measure.mjs'
 import { writeResults } from '../bench/lib/report.mjs'
+import { startWorkerProcess } from '../bench/lib/worker-process.mjs'
 import { Matview, sql } from '../dist/index.js'
 import { queryDifferences } from '../dist/views/query-differences.js'
 import { soakViews } from './views.mjs'
@@ -149,44 +147,21 @@ async function main() {
   if (failed) process.exitCode = 1
 }
 
-/**
- * Starts `matview worker` (the built bin) on the soak database with the soak views, in a
- * temporary directory holding its config.
- */
+/** `matview worker` on the soak database with the soak views. */
 async function startWorker(dbUrl) {
-  const dir = await mkdtemp(join(os.tmpdir(), 'matview-soak-'))
   const views = pathToFileURL(fileURLToPath(new URL('./views.mjs', import.meta.url))).href
-  await writeFile(
-    join(dir, 'matview.config.mjs'),
+  const worker = await startWorkerProcess(
     `import { soakViews } from ${JSON.stringify(views)}\nexport default { database: ${JSON.stringify(dbUrl)}, views: soakViews() }\n`,
+    ['--poll', '2s'],
   )
-  const bin = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url))
-  const started = new Date()
-  const child = spawn(process.execPath, [bin, 'worker', '--poll', '2s'], {
-    cwd: dir,
-    env: { ...process.env, DATABASE_URL: '', MATVIEW_DATABASE_URL: '' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  let stderr = ''
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk
-  })
-  const exited = new Promise((resolve) =>
-    child.on('exit', (code, signal) => resolve(code ?? signal)),
-  )
-  const state = { started, exitCode: undefined }
-  return {
-    ...state,
-    started,
+  const handle = {
+    started: worker.started,
+    exitCode: undefined,
     async stop() {
-      child.kill('SIGTERM')
-      state.exitCode = await exited
-      this.exitCode = state.exitCode
-      await rm(dir, { recursive: true, force: true })
-      if (state.exitCode !== 0)
-        process.stderr.write(`worker exited ${state.exitCode}:\n${stderr}\n`)
+      handle.exitCode = await worker.stop()
     },
   }
+  return handle
 }
 
 /** Samples the largest lag (age of the oldest pending change, from `status`) once a second. */

@@ -1,12 +1,9 @@
 // g. Change-driven latency: a `matview worker` process keeps customer_totals fresh; each sample
 // commits one new paid order and times until the customer's total in the view shows it.
-import { spawn } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ms } from './format.mjs'
 import { median } from './measure.mjs'
+import { startWorkerProcess } from './worker-process.mjs'
 
 const SAMPLES = 20
 const TIMEOUT_MS = 30_000
@@ -73,31 +70,16 @@ async function waitFor(check, pauseMs = 50) {
   throw new Error(`latency: not visible within ${TIMEOUT_MS} ms`)
 }
 
-/** `matview worker` (the built bin) on the benchmark database, with the benchmark's view. */
+/** `matview worker` on the benchmark database, with the benchmark's view. */
 async function startWorker(url) {
-  const dir = await mkdtemp(join(tmpdir(), 'matview-bench-worker-'))
   const workload = pathToFileURL(fileURLToPath(new URL('./workload.mjs', import.meta.url))).href
-  await writeFile(
-    join(dir, 'matview.config.mjs'),
+  const worker = await startWorkerProcess(
     `import { customerTotalsView } from ${JSON.stringify(workload)}\nexport default { database: ${JSON.stringify(url)}, views: [customerTotalsView()] }\n`,
   )
-  const bin = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
-  const child = spawn(process.execPath, [bin, 'worker'], {
-    cwd: dir,
-    env: { ...process.env, DATABASE_URL: '', MATVIEW_DATABASE_URL: '' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  let stderr = ''
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk
-  })
-  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)))
   return {
     async stop() {
-      child.kill('SIGTERM')
-      const code = await exited
-      await rm(dir, { recursive: true, force: true })
-      if (code !== 0) throw new Error(`the worker exited ${code}:\n${stderr}`)
+      const code = await worker.stop()
+      if (code !== 0) throw new Error(`the worker exited ${code}`)
     },
   }
 }

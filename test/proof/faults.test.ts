@@ -468,6 +468,29 @@ describe('a timeout inside a batch, on PostgreSQL', () => {
     database = undefined
   })
 
+  /**
+   * 100 keys pending on customer_totals, which another session holds in SHARE mode; `url`
+   * connects with `setting` (a timeout) at 300 ms.
+   */
+  async function blockedTarget(setting: string) {
+    database = await freshDatabase('postgres')
+    const db = database.db
+    await createDemoSchema(db, { customers: 200, orders: 2000 })
+    const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
+    writeConfig(dir, database.url!, 0)
+    expect((await runCli(['create'], dir)).code).toBe(0)
+    await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE customer_id <= 100`.execute(
+      db,
+    )
+    const blocker = new pg.Client({ connectionString: database.url })
+    await blocker.connect()
+    await blocker.query('BEGIN')
+    await blocker.query('LOCK TABLE customer_totals IN SHARE MODE')
+    const url = new URL(database.url!)
+    url.searchParams.set('options', `-c ${setting}=300`)
+    return { db, dir, blocker, url }
+  }
+
   it.each([
     { setting: 'statement_timeout', message: /canceling statement due to statement timeout/ },
     { setting: 'lock_timeout', message: /canceling statement due to lock timeout/ },
@@ -475,23 +498,8 @@ describe('a timeout inside a batch, on PostgreSQL', () => {
     '$setting: the batch rolls back, the view fails with one line, and the next run applies every change',
     async ({ setting, message }) => {
       if (!(await available('postgres'))) return
-      database = await freshDatabase('postgres')
-      const db = database.db
-      await createDemoSchema(db, { customers: 200, orders: 2000 })
-      const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
-      writeConfig(dir, database.url!, 0)
-      expect((await runCli(['create'], dir)).code).toBe(0)
-      await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE customer_id <= 100`.execute(
-        db,
-      )
-
       // Another session holds the target: every batch's write to it waits, then times out.
-      const blocker = new pg.Client({ connectionString: database.url })
-      await blocker.connect()
-      await blocker.query('BEGIN')
-      await blocker.query('LOCK TABLE customer_totals IN SHARE MODE')
-      const url = new URL(database.url!)
-      url.searchParams.set('options', `-c ${setting}=300`)
+      const { db, dir, blocker, url } = await blockedTarget(setting)
       try {
         const timedOut = await runCli(['update', '--database', url.toString()], dir)
         expect(timedOut.code).toBe(1)
@@ -517,21 +525,7 @@ describe('a timeout inside a batch, on PostgreSQL', () => {
 
   it('a lock held past lock_timeout but released soon after: the batch is tried again and the run is done', async () => {
     if (!(await available('postgres'))) return
-    database = await freshDatabase('postgres')
-    const db = database.db
-    await createDemoSchema(db, { customers: 200, orders: 2000 })
-    const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
-    writeConfig(dir, database.url!, 0)
-    expect((await runCli(['create'], dir)).code).toBe(0)
-    await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE customer_id <= 100`.execute(
-      db,
-    )
-    const blocker = new pg.Client({ connectionString: database.url })
-    await blocker.connect()
-    await blocker.query('BEGIN')
-    await blocker.query('LOCK TABLE customer_totals IN SHARE MODE')
-    const url = new URL(database.url!)
-    url.searchParams.set('options', '-c lock_timeout=300')
+    const { db, dir, blocker, url } = await blockedTarget('lock_timeout')
     // The first try waits 300 ms and fails; the lock is gone before the second.
     const released = new Promise((resolve) => setTimeout(resolve, 400)).then(async () => {
       await blocker.query('ROLLBACK')
