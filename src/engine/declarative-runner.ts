@@ -219,6 +219,7 @@ async function applyPending(
     // only when the run has more than one batch.
     if (total === undefined && ctx.tracksProgress && keys.length === ctx.batchSize)
       total = await countPending(ctx.conn, view)
+    const began = performance.now()
     const counts = ctx.isolateFailures
       ? await applyIsolating(ctx.conn, ctx.schema, claimFrom, keys, (key, error) => {
           ctx.notes.push(`set aside ${describeKey(view.key, key)}`)
@@ -227,6 +228,7 @@ async function applyPending(
           )
         })
       : await applyKeys(ctx.conn, claimFrom, keys)
+    ctx.onBatch?.(performance.now() - began)
     ctx.counts.batches++
     ctx.counts.inserted += counts.inserted
     ctx.counts.updated += counts.updated

@@ -34,6 +34,7 @@ export const handwrittenRunner: KindRunner<HandwrittenView> = {
       while (need > 0) {
         const stop = ctx.shouldStop()
         if (stop) return stop
+        const began = performance.now()
         const result: unknown = await ctx.conn
           .transaction()
           .execute(async (trx) => applyHook(hookCtx(trx)))
@@ -44,6 +45,7 @@ export const handwrittenRunner: KindRunner<HandwrittenView> = {
           )
         }
         const handled = result
+        ctx.onBatch?.(performance.now() - began)
         ctx.counts.batches++
         ctx.counts[COUNTER[op.kind]] += handled
         const after = checkCount(view.name, op.needs, await needsHook(hookCtx(ctx.conn)))

@@ -45,6 +45,8 @@ export interface RunContext {
   readonly isolateFailures: boolean
   /** Someone listens to `progress` (a progress bar): worth a query to learn the total. */
   readonly tracksProgress: boolean
+  /** Called after each batch that committed, with how long it took (metrics). */
+  onBatch?(ms: number): void
   /** Reports progress: `done` of `total` units (rows or keys). */
   progress(done: number, total: number): void
   /** Why the run must stop now, or undefined to go on (checked before each batch). */

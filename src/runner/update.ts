@@ -40,6 +40,8 @@ export interface UpdateOptions {
   /** Aborting it stops the run after the current batch (SIGINT/SIGTERM in the CLI). */
   signal?: AbortSignal
   logger?: Logger
+  /** Called after each batch that committed: the view and how long the batch took (metrics). */
+  onBatch?: (view: string, ms: number) => void
   /** Called as views start, make progress and finish. */
   onProgress?: (event: ProgressEvent) => void
 }
@@ -219,6 +221,9 @@ async function runView(
             strategy: options.strategy ?? config.strategy,
             rebuildShare: config.rebuildShare,
             configViews: config.views,
+            ...(options.onBatch
+              ? { onBatch: (ms: number) => options.onBatch!(view.name, ms) }
+              : {}),
             isolateFailures: options.isolateFailures ?? false,
             tracksProgress: options.onProgress !== undefined,
             progress: (done, total) =>

@@ -33,7 +33,7 @@ export class WorkerMetrics {
     })
     this.batchSeconds = new Histogram({
       name: 'matview_batch_duration_seconds',
-      help: 'Time per batch (a run’s duration divided by its batches, one sample per batch)',
+      help: 'Time per batch that committed (apply batches and hand-written batches)',
       labelNames: ['view'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: registerers,
@@ -100,6 +100,11 @@ export class WorkerMetrics {
     }
   }
 
+  /** Times one batch (each apply batch, backfill range or hand-written batch that committed). */
+  observeBatch(view: string, ms: number): void {
+    this.batchSeconds.observe({ view }, ms / 1000)
+  }
+
   /** Counts one view's run. */
   observe(result: ViewResult): void {
     if (result.outcome === 'failed') {
@@ -108,11 +113,6 @@ export class WorkerMetrics {
     }
     for (const kind of ['inserted', 'updated', 'deleted'] as const)
       if (result[kind] > 0) this.rows.inc({ view: result.view, kind }, result[kind])
-    if (result.batches > 0) {
-      const perBatch = result.durationMs / 1000 / result.batches
-      for (let i = 0; i < result.batches; i++)
-        this.batchSeconds.observe({ view: result.view }, perBatch)
-    }
     if (result.outcome === 'done') this.lastSuccess.set({ view: result.view }, Date.now() / 1000)
   }
 }

@@ -41,6 +41,8 @@ export interface WorkerOptions {
   logger?: Logger
   /** Called after each view's run (metrics, tests). */
   onRun?: (result: ViewResult) => void
+  /** Called after each batch that committed, with its view and duration (metrics). */
+  onBatch?: (view: string, ms: number) => void
 }
 
 /** What a stopped worker did, for its last log line. */
@@ -226,6 +228,7 @@ export async function runWorker(
         signal: stop,
         isolateFailures: slot.failures >= (options.isolateAfter ?? 3),
         logger,
+        ...(options.onBatch ? { onBatch: options.onBatch } : {}),
         ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
       })
       result = summary.views[0]

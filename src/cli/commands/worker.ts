@@ -116,6 +116,7 @@ Examples:
                 signal: shutdown.signal,
                 logger,
                 onRun: (result) => metrics?.observe(result),
+                onBatch: (view, ms) => metrics?.observeBatch(view, ms),
               },
               (s) => {
                 state = s
