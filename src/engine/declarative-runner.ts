@@ -31,10 +31,11 @@ import { definitionHash } from './view-sql.js'
 export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
+    const hash = definitionHash(ctx.conn, view)
     if (ctx.lockMode === 'shared') {
       // The lock was taken shared only for a ready partitioned view (src/runner/view-lock.ts).
       if (!runtime) throw new ViewRunError(view.name, 'internal: shared lock on a view not created')
-      checkRunnable(ctx.conn, view, runtime)
+      checkRunnable(view, runtime, hash)
       return applyPartitions(runtime, view, ctx)
     }
     if (runtime?.state === 'building' && runtime.stateReason === PRINTED_STATE_REASON) {
@@ -46,10 +47,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       ctx.notes.push('objects from "matview sql" checked')
       runtime = { ...runtime, stateReason: null }
     }
-    if (
-      runtime?.state === 'building' &&
-      runtime.definitionHash !== definitionHash(ctx.conn, view)
-    ) {
+    if (runtime?.state === 'building' && runtime.definitionHash !== hash) {
       // Never served: start again from the new definition rather than ask for a rebuild.
       await discard(ctx, runtime)
       ctx.notes.push('definition changed while building: started again')
@@ -70,10 +68,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
       ctx.notes.push('created')
     }
-    if (
-      runtime.state === 'rebuilding' &&
-      runtime.definitionHash === definitionHash(ctx.conn, view)
-    ) {
+    if (runtime.state === 'rebuilding' && runtime.definitionHash === hash) {
       // A rebuild for the same definition (an earlier update's choice, or a rebuild after a
       // TRUNCATE) that stopped half-way: finish it, as `matview rebuild` would.
       ctx.notes.push('finishing the rebuild an earlier run started')
@@ -81,7 +76,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       if (stop) return stop
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
     }
-    checkRunnable(ctx.conn, view, runtime)
+    checkRunnable(view, runtime, hash)
     if (runtime.state === 'building') {
       ctx.logger.debug(`view "${view.name}": backfilling`)
       let stop: StopReason | undefined
@@ -118,7 +113,7 @@ async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
 }
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */
-function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime): void {
+function checkRunnable(view: DeclarativeView, runtime: ViewRuntime, hash: string): void {
   // First: whatever else is true, the rebuild owns the view until it swaps its table in.
   if (runtime.state === 'rebuilding') {
     throw new ViewRunError(
@@ -126,7 +121,6 @@ function checkRunnable(db: Kysely<any>, view: DeclarativeView, runtime: ViewRunt
       `a rebuild was started and has not finished; run "matview rebuild ${view.name}" to finish it (update leaves it untouched)`,
     )
   }
-  const hash = definitionHash(db, view)
   if (runtime.definitionHash !== hash) {
     throw new ViewRunError(
       view.name,

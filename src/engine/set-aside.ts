@@ -21,13 +21,14 @@ export async function applyIsolating(
   keys: string[][],
   onSetAside: (key: string[], error: string) => void,
 ): Promise<BatchCounts> {
-  const total: BatchCounts = { inserted: 0, updated: 0, deleted: 0 }
+  const total: BatchCounts = { inserted: 0, updated: 0, deleted: 0, cleared: 0 }
   const apply = async (part: string[][]): Promise<void> => {
     try {
       const counts = await applyKeys(db, view, part)
       total.inserted += counts.inserted
       total.updated += counts.updated
       total.deleted += counts.deleted
+      total.cleared! += counts.cleared ?? 0
     } catch (error) {
       if (!isDataError(error)) throw error
       if (part.length === 1) {
