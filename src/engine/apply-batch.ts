@@ -3,7 +3,7 @@ import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewRunError } from '../errors/matview-error.js'
 import { duplicateKeyError } from './key-error.js'
 import { describeKey, keyAfter, keyColumns, keyIn, keyRow, keysAsText } from './key-sql.js'
-import { columnList, tableRef } from './names.js'
+import { columnList, tableRef, viewObjects } from './names.js'
 import { postgresError, SQLSTATE } from './postgres-errors.js'
 import { recomputePerKey } from './recompute-choice.js'
 import type { StagedSource, ViewRuntime } from './view-runtime.js'
@@ -32,10 +32,44 @@ export async function claimKeys(
   limit: number,
   after: string[] | undefined,
 ): Promise<string[][]> {
+  await moveInbox(db, view)
   const { rows } = await sql<Record<string, unknown>>`
     ${pendingKeyScan(view, limit, after)}
     SELECT ${keysAsText(view.key, 'k')} FROM k`.execute(db)
   return rows.map((row) => keyRow(row, view.key.length))
+}
+
+/**
+ * Moves the keys the capture triggers appended to the view's inbox into its log, each key once
+ * (with its oldest time), in one statement of its own. Only committed rows move, and they are in
+ * the log before the claim that follows reads it, so a batch still recomputes every key after
+ * the writes that logged it committed (DESIGN, correctness). Writers pay for an unindexed
+ * append; the log's index is kept by this one statement per batch instead of by every write.
+ * A runner that finds another one moving (a partitioned view's appliers) leaves it to that one:
+ * the rows are its to move, and waiting on their row locks would only hold this batch back.
+ */
+export async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
+  // The whole view's log: a partition's runtime names its own partition as the log, but a
+  // moved key may belong to any partition (the parent routes it).
+  const whole = viewObjects(view.catalog, view.objects.id)
+  const keys = keyColumns(view.key)
+  const lockKey = `${view.catalog}:inbox:${view.objects.id}`
+  const { rows } = await retryTransient(() =>
+    sql<{ moved: string }>`
+      WITH moved AS (
+        DELETE FROM ${tableRef(whole.inbox)}
+        WHERE (SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(${lockKey}, 0)))
+        RETURNING ${keys}, matview_logged_at
+      ), logged AS (
+        INSERT INTO ${tableRef(whole.log)} (${keys}, matview_logged_at)
+        SELECT ${keys}, min(matview_logged_at) FROM moved GROUP BY ${keys}
+        RETURNING 1
+      )
+      SELECT (SELECT count(*) FROM moved) AS moved`.execute(db),
+  ).catch((error) => {
+    throw batchError(view, 'moving the captured keys into the change log', error)
+  })
+  return Number(rows[0]!.moved)
 }
 
 /** `WITH RECURSIVE k AS (…)`: up to `limit` distinct keys of the log after `after`, in order. */

@@ -76,6 +76,12 @@ export async function acceptPrintedObjects(
   )
     fail(`its change log "${displayName(objects.log)}" has no index on (${view.key.join(', ')})`)
   await samePartitions(fail, trx, objects, logOid!, viewPartitions(view))
+  const inboxOid = await relation(trx, objects.inbox)
+  if (!inboxOid) fail(`its inbox "${displayName(objects.inbox)}" does not exist`)
+  sameColumns(fail, objects.inbox, await columnsOf(trx, inboxOid!), [
+    ...keyTypes,
+    { name: 'matview_logged_at', type: 'timestamp with time zone' },
+  ])
 
   const { rows: recorded } = await sql<{ position: number; oid: string; mapping: string }>`
     SELECT position, source_oid::int8::text AS oid, mapping
@@ -102,7 +108,7 @@ export async function acceptPrintedObjects(
     } else {
       capture = {
         kind: 'columns',
-        log: objects.log,
+        log: objects.inbox,
         keyColumns: view.key,
         sourceColumns: view.key.map((k) => mapping[k]!),
       }

@@ -304,6 +304,11 @@ export async function createViewObjects(
     comment: 'Batches claim keys in key order and delete them by key: both use this index',
     sql: sql`CREATE INDEX ON ${tableRef(objects.log)} (${keyList})`,
   })
+  await ddl.run(trx, {
+    comment:
+      'The inbox: the capture triggers append keys here, unindexed, so a write pays no index upkeep; each claim moves its rows into the log',
+    sql: sql`CREATE TABLE ${tableRef(objects.inbox)} (LIKE ${tableRef(objects.log)} INCLUDING DEFAULTS)`,
+  })
 
   const records: SourceRecord[] = []
   for (const [position, source] of sources.entries()) {
@@ -328,7 +333,7 @@ export async function createViewObjects(
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
       // Plans the trigger's INSERT once, so a source column that cannot become the key's type fails now.
-      await sql`INSERT INTO ${tableRef(objects.log)} (${keyList}) SELECT ${columnList(mapped)} FROM ${tableRef(source)} LIMIT 0`
+      await sql`INSERT INTO ${tableRef(objects.inbox)} (${keyList}) SELECT ${columnList(mapped)} FROM ${tableRef(source)} LIMIT 0`
         .execute(trx)
         .catch((error) => {
           const pgError = postgresError(error)
@@ -343,7 +348,7 @@ export async function createViewObjects(
         catalog,
         position,
         source,
-        { kind: 'columns', log: objects.log, keyColumns: view.key, sourceColumns: mapped },
+        { kind: 'columns', log: objects.inbox, keyColumns: view.key, sourceColumns: mapped },
         ddl,
       )
     }

@@ -298,7 +298,8 @@ async function applyPartitions(
           const tally = tallies[k]!
           const { rows } = await sql<{ at: string; pending: boolean }>`
             SELECT pg_catalog.clock_timestamp()::text AS at,
-                   EXISTS (SELECT 1 FROM ${tableRef(tally.runtime.objects.log)}) AS pending`.execute(
+                   EXISTS (SELECT 1 FROM ${tableRef(tally.runtime.objects.log)})
+                   OR EXISTS (SELECT 1 FROM ${tableRef(view.objects.inbox)}) AS pending`.execute(
             ctx.conn,
           )
           if (!rows[0]!.pending && view.staged.length === 0) continue
@@ -356,8 +357,9 @@ async function countPending(db: Kysely<any>, view: ViewRuntime): Promise<number>
 const VACUUM_AFTER_ROWS = 10_000
 
 async function vacuumLog(view: ViewRuntime, ctx: RunContext): Promise<void> {
-  // Outside any transaction (VACUUM refuses one); the run's connection holds none here.
-  await sql`VACUUM ${tableRef(view.objects.log)}`.execute(ctx.conn).catch((error) => {
+  // Outside any transaction (VACUUM refuses one); the run's connection holds none here. The
+  // inbox too: each claim's move reads it whole, dead rows and all.
+  await sql`VACUUM ${tableRef(view.objects.log)}, ${tableRef(view.objects.inbox)}`.execute(ctx.conn).catch((error) => {
     ctx.logger.debug(`view "${view.name}": vacuuming the change log failed: ${String(error)}`)
   })
 }

@@ -4,7 +4,7 @@ import { tableRef } from './names.js'
 import { loadViewRuntime } from './view-runtime.js'
 
 /**
- * Whether a run of the view has anything to do: one indexed probe per log, not a count (the
+ * Whether a run of the view has anything to do: one probe per log, inbox and stage, not a count (the
  * worker asks at every poll). A view not yet created or still backfilling has; one that needs
  * a rebuild has not, as `update` would only fail on it (`status` shows why).
  */
@@ -16,7 +16,7 @@ export async function hasPending(
   const runtime = await loadViewRuntime(db, catalog, view)
   if (!runtime || runtime.state === 'building') return true
   if (runtime.state !== 'ready') return false
-  const logs = [runtime.objects.log, ...runtime.staged.map((s) => s.stage)]
+  const logs = [runtime.objects.log, runtime.objects.inbox, ...runtime.staged.map((s) => s.stage)]
   const probes = sql.join(
     logs.map((log) => sql`EXISTS (SELECT 1 FROM ${tableRef(log)})`),
     sql` OR `,

@@ -39,7 +39,13 @@ export function viewObjects(catalog: string, id: number) {
   return {
     /** The view's catalog id (a rebuild's shadow objects carry the rebuild's id). */
     id,
+    /** Keys to apply, indexed: batches claim from it in key order and delete what they apply. */
     log: { schema: catalog, table: `log_${id}` } as QualifiedTable,
+    /**
+     * What the capture triggers append to: the log's columns, no index, so a writer pays one
+     * heap insert per key and no index maintenance. Each claim first moves it into the log.
+     */
+    inbox: { schema: catalog, table: `inbox_${id}` } as QualifiedTable,
     /** Partition `k` (from 0) of a partitioned change log. */
     logPartition: (k: number): QualifiedTable => ({ schema: catalog, table: `log_${id}_p${k}` }),
     stage: (position: number): QualifiedTable => ({

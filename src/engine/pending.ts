@@ -10,10 +10,12 @@ import type { ViewRuntime } from './view-runtime.js'
  * for the batch loop.
  */
 export async function pendingWork(db: Kysely<any>, view: ViewRuntime): Promise<PendingWork> {
-  const log = tableRef(view.objects.log)
+  // Keys captured but not yet moved into the log are pending all the same.
+  const logged = sql`(SELECT ${keyColumns(view.key)}, matview_logged_at FROM ${tableRef(view.objects.log)}
+    UNION ALL SELECT ${keyColumns(view.key)}, matview_logged_at FROM ${tableRef(view.objects.inbox)})`
   const { rows } = await sql<{ keys: string; oldest: number | null; target_rows: string }>`
-    SELECT (SELECT count(*) FROM (SELECT DISTINCT ${keyColumns(view.key)} FROM ${log}) AS k) AS keys,
-           extract(epoch FROM now() - (SELECT min(matview_logged_at) FROM ${log}))::float8 AS oldest,
+    SELECT (SELECT count(*) FROM (SELECT DISTINCT ${keyColumns(view.key)} FROM ${logged} AS l) AS k) AS keys,
+           extract(epoch FROM now() - (SELECT min(matview_logged_at) FROM ${logged} AS l))::float8 AS oldest,
            (SELECT count(*) FROM ${tableRef(view.target)}) AS target_rows`.execute(db)
   const detail: Record<string, number> = { keys: Number(rows[0]!.keys) }
   let lag = rows[0]!.oldest === null ? null : Number(rows[0]!.oldest)

@@ -194,6 +194,7 @@ async function compareRange(
   // Keys waiting to be applied, read in the same snapshot as the target and the query.
   const pendingSources = [
     sql`SELECT ${keyColumns(view.key, 'l')} FROM ${tableRef(view.objects.log)} AS l WHERE ${inRange(view.key, 'l', lo, hi)}`,
+    sql`SELECT ${keyColumns(view.key, 'l')} FROM ${tableRef(view.objects.inbox)} AS l WHERE ${inRange(view.key, 'l', lo, hi)}`,
     ...view.staged.map(
       (source) => sql`
         SELECT ${keyColumns(view.key, 'm')} FROM (

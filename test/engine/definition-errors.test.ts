@@ -81,7 +81,7 @@ async function relationExists(db: Kysely<any>, schema: string, table: string): P
 
 /**
  * Every object matview makes for a declarative view carries the view's catalog id in its name
- * (log_ID, stage_ID_N, capture_ID_N, matview_ID_N_event triggers). Returns the ones whose id is
+ * (log_ID, inbox_ID, stage_ID_N, capture_ID_N, matview_ID_N_event triggers). Returns the ones whose id is
  * not a view in the catalog, or that follow no such pattern (user tables here have no triggers):
  * what a failed create would have left behind. Also returns the objects of the catalogued
  * views, so a test can check it is looking at real objects.
@@ -116,7 +116,7 @@ async function strayObjects(db: Kysely<any>) {
   const owned: string[] = []
   const sort = (name: string, id: string | undefined) =>
     (id !== undefined && ids.has(id) ? owned : stray).push(name)
-  for (const t of tables) sort(`table ${t.name}`, idOf(t.name, /^(?:log|stage)_(\d+)(?:_\d+)?$/))
+  for (const t of tables) sort(`table ${t.name}`, idOf(t.name, /^(?:log|inbox|stage)_(\d+)(?:_\d+)?$/))
   for (const f of functions) sort(`function ${f.name}`, idOf(f.name, /^capture_(\d+)_\d+$/))
   for (const t of triggers)
     sort(`trigger ${t.name} on ${t.on}`, idOf(t.name, new RegExp(`^${CATALOG}_(\\d+)_\\d+_`)))

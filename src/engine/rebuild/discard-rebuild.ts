@@ -32,7 +32,7 @@ export async function dropCapture(
     await sql`DROP FUNCTION IF EXISTS ${objects.captureFunction(source.position)}()`.execute(trx)
     await sql`DROP TABLE IF EXISTS ${tableRef(objects.stage(source.position))}`.execute(trx)
   }
-  await sql`DROP TABLE IF EXISTS ${tableRef(objects.log)}`.execute(trx)
+  await sql`DROP TABLE IF EXISTS ${tableRef(objects.log)}, ${tableRef(objects.inbox)}`.execute(trx)
 }
 
 /**

@@ -172,7 +172,7 @@ async function reattach(
   }
   await createCapture(trx, objects, catalog, position, swapped.table, {
     kind: 'columns',
-    log: objects.log,
+    log: objects.inbox,
     keyColumns: view.key,
     sourceColumns: mapped,
   })
