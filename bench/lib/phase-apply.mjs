@@ -110,9 +110,11 @@ async function logSize(ctx) {
     const { rows } = await env.exec('SELECT id FROM matview.views WHERE name = $1', [
       'customer_totals',
     ])
-    const log = ident('matview', `log_${rows[0].id}`)
+    // Captured keys wait in the inbox until a claim moves them to the log: count both.
+    const waiting = `(SELECT customer_id FROM ${ident('matview', `log_${rows[0].id}`)}
+      UNION ALL SELECT customer_id FROM ${ident('matview', `inbox_${rows[0].id}`)}) AS w`
     const counted = await env.exec(
-      `SELECT count(*)::int AS n, count(DISTINCT customer_id)::int AS keys FROM ${log}`,
+      `SELECT count(*)::int AS n, count(DISTINCT customer_id)::int AS keys FROM ${waiting}`,
     )
     return counted.rows[0]
   } catch {
@@ -135,7 +137,7 @@ export async function drainPhase(ctx) {
     refreshes.push(run.refresh)
     lastNotes = run.summary?.views?.[0]?.notes
     ctx.log(
-      `drain after a burst of ${count(written)} order updates (${held ? `${count(held.n)} log rows, ${count(held.keys)} keys` : 'log size unknown'}): matview ${ms(run.apply)}, REFRESH CONCURRENTLY ${ms(run.refresh)}`,
+      `drain after a burst of ${count(written)} order updates (${held ? `${count(held.n)} captured rows, ${count(held.keys)} keys` : 'log size unknown'}): matview ${ms(run.apply)}, REFRESH CONCURRENTLY ${ms(run.refresh)}`,
     )
     if (rep === plan.drainReps - 1 && env.statements) {
       results.breakdown(
@@ -145,7 +147,7 @@ export async function drainPhase(ctx) {
     }
   }
   const speedup = median(refreshes) / median(drains)
-  const what = held ? `${count(held.n)} log rows for ${count(held.keys)} keys` : 'a burst'
+  const what = held ? `${count(held.n)} captured rows for ${count(held.keys)} keys` : 'a burst'
   results.add({
     group: 'drain',
     name: `drain after a burst (${what}; ${plan.burstStatements} UPDATEs of ${count(size.customers)} rows; batchSize ${count(plan.batchSize)})`,
@@ -205,7 +207,7 @@ export async function drainCaptureLog(ctx) {
   const speedup = run.refresh / run.apply
   results.add({
     group: 'drain',
-    name: `  (info) drain of the capture phase's log (${held ? `${count(held.n)} log rows for ${count(held.keys)} keys` : 'size unknown'}), one run`,
+    name: `  (info) drain of the capture phase's log (${held ? `${count(held.n)} captured rows for ${count(held.keys)} keys` : 'size unknown'}), one run`,
     matview: ms(run.apply),
     baseline: ms(run.refresh),
     ratio: speedup,

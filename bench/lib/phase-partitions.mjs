@@ -61,7 +61,9 @@ function update(dir, args) {
 
 async function pendingKeys(env, id) {
   const { rows } = await env.exec(
-    `SELECT count(DISTINCT customer_id)::int AS keys FROM ${ident('matview', `log_${id}`)}`,
+    `SELECT count(DISTINCT customer_id)::int AS keys FROM (
+       SELECT customer_id FROM ${ident('matview', `log_${id}`)}
+       UNION ALL SELECT customer_id FROM ${ident('matview', `inbox_${id}`)}) AS w`,
   )
   return rows[0].keys
 }
@@ -84,7 +86,9 @@ export async function partitionsPhase(ctx) {
     const runs = []
     for (const processes of PROCESSES) {
       await burst(env, plan.burstStatements, size.customers)
-      await env.exec(`VACUUM ANALYZE ${ident('matview', `log_${id}`)}`)
+      await env.exec(
+        `VACUUM ANALYZE ${ident('matview', `log_${id}`)}, ${ident('matview', `inbox_${id}`)}`,
+      )
       const keys = await pendingKeys(env, id)
       const { rows: last } = await env.exec(
         'SELECT coalesce(max(id), 0)::int AS id FROM matview.runs',

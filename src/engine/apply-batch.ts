@@ -18,7 +18,8 @@ export interface BatchCounts {
 
 /**
  * Up to `limit` distinct pending keys, in key order after `after` (a cursor that makes a long
- * drain visit every key before it comes back to a hot one). Reads only: the apply statement
+ * drain visit every key before it comes back to a hot one). First moves what the capture
+ * appended to the inbox into the log (counted in `tally`); then reads only: the apply statement
  * deletes their log rows.
  *
  * A loose index scan: each step asks the log's index for the next key after the previous one,
@@ -31,8 +32,10 @@ export async function claimKeys(
   view: ViewRuntime,
   limit: number,
   after: string[] | undefined,
+  tally?: { moved: number },
 ): Promise<string[][]> {
-  await moveInbox(db, view)
+  const moved = await moveInbox(db, view)
+  if (tally) tally.moved += moved
   const { rows } = await sql<Record<string, unknown>>`
     ${pendingKeyScan(view, limit, after)}
     SELECT ${keysAsText(view.key, 'k')} FROM k`.execute(db)

@@ -87,14 +87,19 @@ function inSync(names: string[]) {
   return Object.fromEntries(names.map((n) => [n, { extra: [], missing: [] }]))
 }
 
-/** The distinct keys (as text) waiting in a view's change log, found through the catalog. */
+/**
+ * The distinct keys (as text) waiting for a view, found through the catalog: in its change log,
+ * or captured in its inbox and not yet moved to the log.
+ */
 async function loggedKeys(db: Kysely<any>, view: string, keyColumn: string): Promise<string[]> {
   const { rows: ids } = await sql<{ id: string }>`
     SELECT id FROM matview.views WHERE name = ${view}`.execute(db)
   expect(ids).toHaveLength(1)
   const log = sql.id('matview', `log_${ids[0]!.id}`)
+  const inbox = sql.id('matview', `inbox_${ids[0]!.id}`)
   const { rows } = await sql<{ k: string }>`
-    SELECT DISTINCT ${sql.id(keyColumn)}::text AS k FROM ${log}`.execute(db)
+    SELECT ${sql.id(keyColumn)}::text AS k FROM ${log}
+    UNION SELECT ${sql.id(keyColumn)}::text FROM ${inbox}`.execute(db)
   return rows.map((r) => r.k).sort(byNumber)
 }
 

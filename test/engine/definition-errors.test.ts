@@ -116,7 +116,8 @@ async function strayObjects(db: Kysely<any>) {
   const owned: string[] = []
   const sort = (name: string, id: string | undefined) =>
     (id !== undefined && ids.has(id) ? owned : stray).push(name)
-  for (const t of tables) sort(`table ${t.name}`, idOf(t.name, /^(?:log|inbox|stage)_(\d+)(?:_\d+)?$/))
+  for (const t of tables)
+    sort(`table ${t.name}`, idOf(t.name, /^(?:log|inbox|stage)_(\d+)(?:_\d+)?$/))
   for (const f of functions) sort(`function ${f.name}`, idOf(f.name, /^capture_(\d+)_\d+$/))
   for (const t of triggers)
     sort(`trigger ${t.name} on ${t.on}`, idOf(t.name, new RegExp(`^${CATALOG}_(\\d+)_\\d+_`)))

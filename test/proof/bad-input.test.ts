@@ -283,7 +283,12 @@ describe.each(DIALECTS)('bad view definitions and databases through the CLI on %
     const id = ids[0]!.id
     expect(after.views).toEqual([{ name: 'good', state: 'ready' }])
     expect(after.relations.filter((r) => !before.relations.includes(r)).sort()).toEqual(
-      [...CATALOG_TABLES.map((t) => `matview.${t}`), `matview.log_${id}`, 'public.good'].sort(),
+      [
+        ...CATALOG_TABLES.map((t) => `matview.${t}`),
+        `matview.log_${id}`,
+        `matview.inbox_${id}`,
+        'public.good',
+      ].sort(),
     )
     expect(after.triggers).toHaveLength(4)
     expect(after.triggers.every((t) => t.endsWith(' on customers'))).toBe(true)

@@ -275,7 +275,7 @@ async function strays(db: Kysely<any>): Promise<string[]> {
   for (const t of tables) {
     const name = `${t.schema}.${t.name}`
     if (known.has(name)) continue
-    const id = /^matview\.(?:log|stage)_(\d+)(?:_p?\d+)?$/.exec(name)?.[1]
+    const id = /^matview\.(?:log|inbox|stage)_(\d+)(?:_p?\d+)?$/.exec(name)?.[1]
     if (id === undefined || !ids.has(id)) found.push(`table ${name}`)
   }
   const { rows: functions } = await sql<{ name: string }>`

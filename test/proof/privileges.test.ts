@@ -181,6 +181,8 @@ describe('least privilege on PostgreSQL', () => {
       sql`TRUNCATE reporting.customer_totals`,
       sql`INSERT INTO ${sql.id('matview', `log_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
       sql`DELETE FROM ${sql.id('matview', `log_${ids[0]!.id}`)}`,
+      sql`INSERT INTO ${sql.id('matview', `inbox_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
+      sql`DELETE FROM ${sql.id('matview', `inbox_${ids[0]!.id}`)}`,
       sql`SELECT * FROM ${sql.id('matview', `stage_${ids[1]!.id}_0`)}`,
       sql`UPDATE matview.views SET state = 'ready'`,
       sql`DELETE FROM matview.runs`,

@@ -1,0 +1,154 @@
+import { type Kysely, sql } from 'kysely'
+import pg from 'pg'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { defineView, Matview } from '../../src/index.js'
+import { queryDifferences } from '../../src/views/query-differences.js'
+import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+
+const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
+const customerTotals = defineView({
+  name: 'customer_totals',
+  key: ['customer_id'],
+  query: customerTotalsQuery,
+  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
+})
+
+async function viewId(db: Kysely<any>): Promise<number> {
+  const { rows } = await sql<{ id: number }>`
+    SELECT id FROM matview.views WHERE name = 'customer_totals'`.execute(db)
+  return Number(rows[0]!.id)
+}
+
+async function rowCount(db: Kysely<any>, table: string): Promise<number> {
+  const { rows } = await sql<{
+    n: string
+  }>`SELECT count(*) AS n FROM ${sql.id('matview', table)}`.execute(db)
+  return Number(rows[0]!.n)
+}
+
+describe.each(DIALECTS)('the capture inbox on %s', (dialect) => {
+  let database: TestDatabase
+  let mv: Matview | undefined
+  beforeEach(async () => {
+    database = await freshDatabase(dialect)
+    await createDemoSchema(database.db, { customers: 50, orders: 400 })
+    mv = await Matview.open({ database, batchSize: 10, views: [customerTotals] })
+    expect((await mv.update()).views[0]).toMatchObject({ outcome: 'done' })
+  })
+  afterEach(async () => {
+    await mv?.close()
+    await database?.close()
+  })
+
+  const same = async () =>
+    expect(
+      await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, COLUMNS),
+    ).toEqual({ extra: [], missing: [] })
+
+  it('writers append to the inbox, not the log; the next update moves every key once and applies it', async () => {
+    const id = await viewId(database.db)
+    // Two statements touching the same 20 customers: 40 inbox rows, 20 keys.
+    for (let i = 0; i < 2; i++)
+      await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id <= 20`.execute(
+        database.db,
+      )
+    expect(await rowCount(database.db, `inbox_${id}`)).toBe(40)
+    expect(await rowCount(database.db, `log_${id}`)).toBe(0)
+    const [waiting] = await mv!.status()
+    expect(waiting!.pending).toMatchObject({ total: 20, detail: { keys: 20 } })
+    expect(waiting!.pending!.lagSeconds).not.toBeNull()
+
+    // 20 keys in batches of 10: each key claimed once, whatever its inbox rows.
+    const run = (await mv!.update()).views[0]!
+    expect(run).toMatchObject({ outcome: 'done', batches: 2 })
+    expect(run.updated).toBeGreaterThan(0)
+    expect(await rowCount(database.db, `inbox_${id}`)).toBe(0)
+    expect(await rowCount(database.db, `log_${id}`)).toBe(0)
+    await same()
+    expect((await mv!.status())[0]!.pending!.total).toBe(0)
+  })
+
+  it('a catalog made before the inbox keeps its logged keys and moves its capture to a new inbox', async () => {
+    const id = await viewId(database.db)
+    // What matview made before catalog version 7: capture functions inserting into the log,
+    // no inbox.
+    await sql`DROP TABLE ${sql.id('matview', `inbox_${id}`)}`.execute(database.db)
+    const { rows: functions } = await sql<{ name: string; body: string }>`
+      SELECT p.proname AS name, p.prosrc AS body FROM pg_catalog.pg_proc p
+      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+      WHERE n.nspname = 'matview' AND p.proname LIKE 'capture\\_%'`.execute(database.db)
+    expect(functions).toHaveLength(2)
+    for (const fn of functions) {
+      const old = fn.body.replaceAll(`"matview"."inbox_${id}"`, `"matview"."log_${id}"`)
+      expect(old).not.toBe(fn.body)
+      await sql`
+        CREATE OR REPLACE FUNCTION ${sql.id('matview', fn.name)}() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS ${sql.lit(old)}`.execute(database.db)
+    }
+    await sql`DELETE FROM matview.catalog_version WHERE version = 7`.execute(database.db)
+    await sql`UPDATE orders SET amount_cents = amount_cents + 3 WHERE customer_id <= 5`.execute(
+      database.db,
+    )
+    expect(await rowCount(database.db, `log_${id}`)).toBe(5)
+    await mv!.close()
+
+    // Opening the catalog migrates it: the keys already logged are applied, and new writes
+    // go to the inbox.
+    mv = await Matview.open({ database, batchSize: 10, views: [customerTotals] })
+    const migrated = (await mv.update()).views[0]!
+    expect(migrated).toMatchObject({ outcome: 'done' })
+    expect(migrated.updated).toBeGreaterThan(0)
+    await same()
+    await sql`DELETE FROM orders WHERE customer_id = 7`.execute(database.db)
+    expect(await rowCount(database.db, `inbox_${id}`)).toBe(1)
+    expect(await rowCount(database.db, `log_${id}`)).toBe(0)
+    expect((await mv.update()).views[0]).toMatchObject({ outcome: 'done' })
+    await same()
+  })
+})
+
+describe('the capture inbox on PostgreSQL, with a second session', () => {
+  let database: TestDatabase | undefined
+  let mv: Matview | undefined
+  afterEach(async () => {
+    await mv?.close()
+    await database?.close()
+  })
+
+  it('a run that finds another runner moving the inbox leaves it to that one and does not wait', async ({
+    skip,
+  }) => {
+    if (!DIALECTS.includes('postgres')) skip()
+    database = await freshDatabase('postgres')
+    await createDemoSchema(database.db, { customers: 50, orders: 400 })
+    mv = await Matview.open({ database, views: [customerTotals] })
+    await mv.update()
+    const id = await viewId(database.db)
+    await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id <= 4`.execute(
+      database.db,
+    )
+    // The other runner: holds the view's move lock in an open transaction.
+    const other = new pg.Client({ connectionString: database.url })
+    await other.connect()
+    try {
+      await other.query('BEGIN')
+      await other.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
+        `matview:inbox:${id}`,
+      ])
+      const run = (await mv.update()).views[0]!
+      expect(run).toMatchObject({ outcome: 'done', updated: 0 })
+      expect(await rowCount(database.db, `inbox_${id}`)).toBe(4)
+      await other.query('COMMIT')
+    } finally {
+      await other.end()
+    }
+    const after = (await mv.update()).views[0]!
+    expect(after).toMatchObject({ outcome: 'done' })
+    expect(after.updated).toBeGreaterThan(0)
+    expect(
+      await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, COLUMNS),
+    ).toEqual({ extra: [], missing: [] })
+  })
+})
