@@ -112,7 +112,7 @@ async function logSize(ctx) {
     ])
     // Captured keys wait in the inbox until a claim moves them to the log: count both.
     const waiting = `(SELECT customer_id FROM ${ident('matview', `log_${rows[0].id}`)}
-      UNION ALL SELECT customer_id FROM ${ident('matview', `inbox_${rows[0].id}`)}) AS w`
+      UNION ALL SELECT unnest(customer_id) FROM ${ident('matview', `inbox_${rows[0].id}`)}) AS w`
     const counted = await env.exec(
       `SELECT count(*)::int AS n, count(DISTINCT customer_id)::int AS keys FROM ${waiting}`,
     )

@@ -63,7 +63,7 @@ async function pendingKeys(env, id) {
   const { rows } = await env.exec(
     `SELECT count(DISTINCT customer_id)::int AS keys FROM (
        SELECT customer_id FROM ${ident('matview', `log_${id}`)}
-       UNION ALL SELECT customer_id FROM ${ident('matview', `inbox_${id}`)}) AS w`,
+       UNION ALL SELECT unnest(customer_id) FROM ${ident('matview', `inbox_${id}`)}) AS w`,
   )
   return rows[0].keys
 }

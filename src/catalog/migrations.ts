@@ -1,5 +1,4 @@
 import { type Kysely, sql } from 'kysely'
-import { compileConstant } from '../engine/capture-ddl.js'
 
 /**
  * The catalog's numbered migrations. A fresh database runs them all; an older catalog runs the
@@ -214,53 +213,7 @@ export const MIGRATIONS: readonly Migration[] = [
       await sql`CREATE INDEX run_partitions_run_idx ON ${s}.run_partitions (run_id)`.execute(trx)
     },
   },
-  {
-    version: 7,
-    description: 'capture appends to an unindexed inbox per view, moved into the log at claim',
-    async up(trx, schema) {
-      await addInboxes(trx, schema)
-    },
-  },
 ]
-
-/**
- * Gives every change log made before migration 7 (views' and rebuilds' alike) its inbox, and
- * points the capture functions that insert into the log at the inbox instead. Until the
- * commit, writers keep using the old functions, whose rows the log still holds: nothing is
- * lost either way. The body is rewritten, not regenerated, because the catalog alone does not
- * say which source columns a function reads. One DO block, so `matview sql` prints it as the
- * statement that upgrades whatever views the catalog has when the script is applied.
- */
-async function addInboxes(trx: Kysely<any>, schema: string): Promise<void> {
-  const body = sql`
-DECLARE
-  s text := ${sql.lit(schema)};
-  quoted text := '"' || replace(s, '"', '""') || '"';
-  id text;
-  fn record;
-BEGIN
-  FOR id IN
-    SELECT substr(c.relname, 5) FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = s AND c.relname ~ '^log_[0-9]+$' AND c.relkind IN ('r', 'p')
-  LOOP
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS)', s, 'inbox_' || id, s, 'log_' || id);
-    FOR fn IN
-      SELECT p.proname AS name, p.prosrc AS body FROM pg_catalog.pg_proc p
-      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-      WHERE n.nspname = s AND p.proname ~ ('^capture_' || id || '_[0-9]+$')
-        AND strpos(p.prosrc, 'INSERT INTO ' || quoted || '."log_' || id || '" (') > 0
-    LOOP
-      EXECUTE format(
-        'CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
-        s, fn.name,
-        replace(fn.body, 'INSERT INTO ' || quoted || '."log_' || id || '" (',
-                         'INSERT INTO ' || quoted || '."inbox_' || id || '" ('));
-    END LOOP;
-  END LOOP;
-END`
-  await sql`DO ${sql.lit(compileConstant(trx, body))}`.execute(trx)
-}
 
 /** The newest catalog version this code knows. */
 export const CATALOG_VERSION = MIGRATIONS.at(-1)!.version

@@ -46,12 +46,15 @@ export async function claimKeys(
  * Moves the keys the capture triggers appended to the view's inbox into its log, each key once
  * (with its oldest time), in one statement of its own. Only committed rows move, and they are in
  * the log before the claim that follows reads it, so a batch still recomputes every key after
- * the writes that logged it committed (DESIGN, correctness). Writers pay for an unindexed
- * append; the log's index is kept by this one statement per batch instead of by every write.
- * A runner that finds another one moving (a partitioned view's appliers) leaves it to that one:
- * the rows are its to move, and waiting on their row locks would only hold this batch back.
+ * the writes that logged it committed (DESIGN, correctness). Writers pay for one unindexed row
+ * per statement; the log's index is kept by this one statement per batch instead of by every
+ * write. A runner that finds another one moving (a partitioned view's appliers) leaves it to
+ * that one: the rows are its to move, and waiting on their row locks would only hold this batch
+ * back. Returns the keys moved (with their duplicates). A view created before the inbox existed
+ * has none: its capture writes the log itself.
  */
 export async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
+  if (!view.hasInbox) return 0
   // The whole view's log: a partition's runtime names its own partition as the log, but a
   // moved key may belong to any partition (the parent routes it).
   const whole = viewObjects(view.catalog, view.objects.id)
@@ -63,16 +66,36 @@ export async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<num
         DELETE FROM ${tableRef(whole.inbox)}
         WHERE (SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(${lockKey}, 0)))
         RETURNING ${keys}, matview_logged_at
+      ), captured AS (
+        SELECT ${keyColumns(view.key, 'u')}, m.matview_logged_at
+        FROM moved AS m CROSS JOIN LATERAL ${inboxKeys(view, 'm')}
       ), logged AS (
         INSERT INTO ${tableRef(whole.log)} (${keys}, matview_logged_at)
-        SELECT ${keys}, min(matview_logged_at) FROM moved GROUP BY ${keys}
-        RETURNING 1
+        SELECT ${keys}, min(matview_logged_at) FROM captured GROUP BY ${keys}
       )
-      SELECT (SELECT count(*) FROM moved) AS moved`.execute(db),
+      SELECT (SELECT count(*) FROM captured) AS moved`.execute(db),
   ).catch((error) => {
     throw batchError(view, 'moving the captured keys into the change log', error)
   })
   return Number(rows[0]!.moved)
+}
+
+/**
+ * The keys of one inbox row (alias `alias`) as rows `u(key columns)`, the key columns' arrays
+ * zipped. For `CROSS JOIN LATERAL` after the inbox. (`ROWS FROM`: a schema-qualified `unnest`
+ * takes one array only.)
+ */
+export function inboxKeys(view: ViewRuntime, alias: string): RawBuilder<unknown> {
+  const arrays = view.key.map((k) => sql`pg_catalog.unnest(${sql.id(alias, k)})`)
+  return sql`ROWS FROM (${sql.join(arrays)}) AS u(${keyColumns(view.key)})`
+}
+
+/** Every key waiting in the view's inbox, with its time, as a subquery (empty without one). */
+export function inboxRows(view: ViewRuntime): RawBuilder<unknown> {
+  if (!view.hasInbox)
+    return sql`(SELECT ${keyColumns(view.key, 'l')}, l.matview_logged_at FROM ${tableRef(view.objects.log)} AS l WHERE false)`
+  return sql`(SELECT ${keyColumns(view.key, 'u')}, i.matview_logged_at
+    FROM ${tableRef(view.objects.inbox)} AS i CROSS JOIN LATERAL ${inboxKeys(view, 'i')})`
 }
 
 /** `WITH RECURSIVE k AS (…)`: up to `limit` distinct keys of the log after `after`, in order. */

@@ -11,7 +11,10 @@ import {
 /** What the capture triggers on one source write, and where. */
 export type CaptureTarget =
   | {
-      /** The changed row holds the key: log `keyColumns` from `sourceColumns` (same order). */
+      /**
+       * The changed row holds the key: append `keyColumns` from `sourceColumns` (same order),
+       * as arrays, to `log` (the view's inbox).
+       */
       kind: 'columns'
       log: QualifiedTable
       keyColumns: string[]
@@ -105,18 +108,22 @@ function functionBody(target: CaptureTarget, notify: RawBuilder<unknown>): RawBu
     remove = sql`${into} ${rows('old_rows')}`
   } else {
     const cols = columnList(target.sourceColumns)
-    // Each key once per statement: a bulk write logs (and indexes) fewer rows. No ORDER BY:
-    // sorting cost the writer more than ordered index inserts saved (a third of the trigger's
-    // time on a 100,000-row INSERT, bench/RESULTS.md). An update logs the old and the new
-    // key, as a row can move between keys.
-    // A NULL key names no view row (the view's key is NOT NULL), so it is not logged.
+    // One inbox row per statement, each key column an array of the statement's keys: a
+    // 1,000-row UPDATE writes one row, not 1,000 (each a heap insert and its WAL). Duplicates
+    // stay in: deduplicating cost the writer a sort or a hash per statement, and the move
+    // deduplicates them anyway. An update logs the old and the new key, as a row can move
+    // between keys. A NULL key names no view row (the view's key is NOT NULL), so it is not
+    // logged; a statement that changed no row logs nothing.
     const notNull = sql.join(
       target.sourceColumns.map((c) => sql`${sql.id(c)} IS NOT NULL`),
       sql` AND `,
     )
+    const arrays = sql.join(
+      target.sourceColumns.map((c) => sql`pg_catalog.array_agg(${sql.id(c)})`),
+    )
     const keys = (from: RawBuilder<unknown>) =>
       sql`INSERT INTO ${tableRef(target.log)} (${columnList(target.keyColumns)})
-    SELECT DISTINCT ${cols} FROM ${from} WHERE ${notNull}`
+    SELECT ${arrays} FROM ${from} WHERE ${notNull} HAVING pg_catalog.count(*) > 0`
     insert = keys(sql`new_rows`)
     update = keys(
       sql`(SELECT ${cols} FROM new_rows UNION ALL SELECT ${cols} FROM old_rows) AS changed`,

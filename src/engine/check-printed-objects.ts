@@ -79,7 +79,7 @@ export async function acceptPrintedObjects(
   const inboxOid = await relation(trx, objects.inbox)
   if (!inboxOid) fail(`its inbox "${displayName(objects.inbox)}" does not exist`)
   sameColumns(fail, objects.inbox, await columnsOf(trx, inboxOid!), [
-    ...keyTypes,
+    ...keyTypes.map((c) => ({ ...c, type: `${c.type}[]` })),
     { name: 'matview_logged_at', type: 'timestamp with time zone' },
   ])
 

@@ -304,11 +304,7 @@ export async function createViewObjects(
     comment: 'Batches claim keys in key order and delete them by key: both use this index',
     sql: sql`CREATE INDEX ON ${tableRef(objects.log)} (${keyList})`,
   })
-  await ddl.run(trx, {
-    comment:
-      'The inbox: the capture triggers append keys here, unindexed, so a write pays no index upkeep; each claim moves its rows into the log',
-    sql: sql`CREATE TABLE ${tableRef(objects.inbox)} (LIKE ${tableRef(objects.log)} INCLUDING DEFAULTS)`,
-  })
+  await createInbox(trx, view, checked, objects, ddl)
 
   const records: SourceRecord[] = []
   for (const [position, source] of sources.entries()) {
@@ -332,8 +328,9 @@ export async function createViewObjects(
       await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage }, ddl)
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
-      // Plans the trigger's INSERT once, so a source column that cannot become the key's type fails now.
-      await sql`INSERT INTO ${tableRef(objects.inbox)} (${keyList}) SELECT ${columnList(mapped)} FROM ${tableRef(source)} LIMIT 0`
+      // Plans an INSERT of the source's columns as keys once (into the log, whose columns have
+      // the key's types), so a source column that cannot become the key's type fails now.
+      await sql`INSERT INTO ${tableRef(objects.log)} (${keyList}) SELECT ${columnList(mapped)} FROM ${tableRef(source)} LIMIT 0`
         .execute(trx)
         .catch((error) => {
           const pgError = postgresError(error)
@@ -395,6 +392,41 @@ CREATE TABLE ${tableRef(objects.log)} (
     await ddl.run(trx, {
       comment: k === 0 ? 'Its partitions' : '',
       sql: sql`CREATE TABLE ${tableRef(objects.logPartition(k))} PARTITION OF ${tableRef(objects.log)} FOR VALUES WITH (MODULUS ${sql.lit(partitions)}, REMAINDER ${sql.lit(k)})`,
+    })
+  }
+}
+
+/**
+ * The inbox: what the capture triggers append to, one row per statement with the statement's
+ * keys as one array per key column (see capture-ddl.ts). No index, and the arrays are stored
+ * out of line uncompressed: a writer pays one small heap insert and no compression; each claim
+ * moves the rows into the log. Its types are the key's types, as `format_type` gives them.
+ */
+async function createInbox(
+  trx: Kysely<any>,
+  view: DeclarativeView,
+  checked: CheckedDefinition,
+  objects: ReturnType<typeof viewObjects>,
+  ddl: DdlSink,
+): Promise<void> {
+  const columns = view.key.map((k) => {
+    const type = checked.columnTypes.find((c) => c.name === k)!.type
+    // DDL: a type cannot be a parameter; the text is PostgreSQL's own format_type output.
+    return sql`${sql.id(k)} ${sql.raw(type)}[] NOT NULL`
+  })
+  await ddl.run(trx, {
+    comment:
+      "The inbox: the capture triggers append each statement's keys here as arrays, unindexed; each claim moves them into the log",
+    sql: sql`
+CREATE TABLE ${tableRef(objects.inbox)} (
+  ${sql.join(columns)},
+  matview_logged_at timestamptz NOT NULL DEFAULT now()
+)`,
+  })
+  for (const k of view.key) {
+    await ddl.run(trx, {
+      comment: '',
+      sql: sql`ALTER TABLE ${tableRef(objects.inbox)} ALTER COLUMN ${sql.id(k)} SET STORAGE EXTERNAL`,
     })
   }
 }

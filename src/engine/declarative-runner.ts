@@ -3,7 +3,7 @@ import { recordPartitionRun } from '../catalog/runs.js'
 import { ViewRunError } from '../errors/matview-error.js'
 import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.js'
 import type { DeclarativeView } from '../views/declarative.js'
-import { applyKeys, claimKeys, resolveStaged } from './apply-batch.js'
+import { applyKeys, claimKeys, inboxRows, resolveStaged } from './apply-batch.js'
 import { acceptPrintedObjects } from './check-printed-objects.js'
 import { chooseRebuild } from './choose-strategy.js'
 import { createView, PRINTED_STATE_REASON } from './create-view.js'
@@ -303,9 +303,7 @@ async function applyPartitions(
           const { rows } = await sql<{ at: string; pending: boolean }>`
             SELECT pg_catalog.clock_timestamp()::text AS at,
                    EXISTS (SELECT 1 FROM ${tableRef(tally.runtime.objects.log)})
-                   OR EXISTS (SELECT 1 FROM ${tableRef(view.objects.inbox)}) AS pending`.execute(
-            ctx.conn,
-          )
+                   OR EXISTS (SELECT 1 FROM ${inboxRows(view)} AS i) AS pending`.execute(ctx.conn)
           if (!rows[0]!.pending && view.staged.length === 0) continue
           const before = { batches: ctx.counts.batches, staged: tally.staged }
           let stop: StopReason | undefined
@@ -363,11 +361,10 @@ const VACUUM_AFTER_ROWS = 10_000
 async function vacuumLog(view: ViewRuntime, ctx: RunContext): Promise<void> {
   // Outside any transaction (VACUUM refuses one); the run's connection holds none here. The
   // inbox too: each claim's move reads it whole, dead rows and all.
-  await sql`VACUUM ${tableRef(view.objects.log)}, ${tableRef(view.objects.inbox)}`
-    .execute(ctx.conn)
-    .catch((error) => {
-      ctx.logger.debug(`view "${view.name}": vacuuming the change log failed: ${String(error)}`)
-    })
+  const tables = view.hasInbox ? [view.objects.log, view.objects.inbox] : [view.objects.log]
+  await sql`VACUUM ${sql.join(tables.map(tableRef))}`.execute(ctx.conn).catch((error) => {
+    ctx.logger.debug(`view "${view.name}": vacuuming the change log failed: ${String(error)}`)
+  })
 }
 
 /** Why this run rebuilds the view instead of applying its keys, or undefined to apply them. */

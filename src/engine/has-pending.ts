@@ -16,7 +16,11 @@ export async function hasPending(
   const runtime = await loadViewRuntime(db, catalog, view)
   if (!runtime || runtime.state === 'building') return true
   if (runtime.state !== 'ready') return false
-  const logs = [runtime.objects.log, runtime.objects.inbox, ...runtime.staged.map((s) => s.stage)]
+  const logs = [
+    runtime.objects.log,
+    ...(runtime.hasInbox ? [runtime.objects.inbox] : []),
+    ...runtime.staged.map((s) => s.stage),
+  ]
   const probes = sql.join(
     logs.map((log) => sql`EXISTS (SELECT 1 FROM ${tableRef(log)})`),
     sql` OR `,

@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import type { PendingWork } from '../runner/kind-runner.js'
+import { inboxRows } from './apply-batch.js'
 import { keyColumns } from './key-sql.js'
 import { tableRef } from './names.js'
 import type { ViewRuntime } from './view-runtime.js'
@@ -12,7 +13,7 @@ import type { ViewRuntime } from './view-runtime.js'
 export async function pendingWork(db: Kysely<any>, view: ViewRuntime): Promise<PendingWork> {
   // Keys captured but not yet moved into the log are pending all the same.
   const logged = sql`(SELECT ${keyColumns(view.key)}, matview_logged_at FROM ${tableRef(view.objects.log)}
-    UNION ALL SELECT ${keyColumns(view.key)}, matview_logged_at FROM ${tableRef(view.objects.inbox)})`
+    UNION ALL SELECT * FROM ${inboxRows(view)} AS i)`
   const { rows } = await sql<{ keys: string; oldest: number | null; target_rows: string }>`
     SELECT (SELECT count(*) FROM (SELECT DISTINCT ${keyColumns(view.key)} FROM ${logged} AS l) AS k) AS keys,
            extract(epoch FROM now() - (SELECT min(matview_logged_at) FROM ${logged} AS l))::float8 AS oldest,

@@ -1,6 +1,6 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { StopReason } from '../runner/kind-runner.js'
-import { applyKeys, batchError } from './apply-batch.js'
+import { applyKeys, batchError, inboxRows } from './apply-batch.js'
 import { keyAfter, keyColumns, keyRow, keysAsText } from './key-sql.js'
 import { columnList, tableRef } from './names.js'
 import type { ViewRuntime } from './view-runtime.js'
@@ -194,7 +194,7 @@ async function compareRange(
   // Keys waiting to be applied, read in the same snapshot as the target and the query.
   const pendingSources = [
     sql`SELECT ${keyColumns(view.key, 'l')} FROM ${tableRef(view.objects.log)} AS l WHERE ${inRange(view.key, 'l', lo, hi)}`,
-    sql`SELECT ${keyColumns(view.key, 'l')} FROM ${tableRef(view.objects.inbox)} AS l WHERE ${inRange(view.key, 'l', lo, hi)}`,
+    sql`SELECT ${keyColumns(view.key, 'l')} FROM ${inboxRows(view)} AS l WHERE ${inRange(view.key, 'l', lo, hi)}`,
     ...view.staged.map(
       (source) => sql`
         SELECT ${keyColumns(view.key, 'm')} FROM (

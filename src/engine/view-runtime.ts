@@ -31,6 +31,11 @@ export interface ViewRuntime {
   staged: StagedSource[]
   /** Hash partitions of the change log (1: a plain table). */
   partitions: number
+  /**
+   * Whether the view has an inbox (objects.inbox). Views created by an earlier matview have none:
+   * their capture writes the log directly, and `matview rebuild` gives them one.
+   */
+  hasInbox: boolean
 }
 
 /** Where a backfill stands: the key-range bounds (as text) and how many ranges are done. */
@@ -69,6 +74,8 @@ export async function loadViewRuntime(
   const { rows } = await sql<Record<string, any>>`
     SELECT id, kind, state, state_reason, definition_hash, backfill_checkpoint,
            target_schema, target_table, key_columns, columns, partitions,
+           pg_catalog.to_regclass(pg_catalog.quote_ident(${catalog}) || '.'
+                                  || pg_catalog.quote_ident('inbox_' || v.id)) IS NOT NULL AS has_inbox,
            (SELECT pg_catalog.json_agg(json_build_array(vs.position, vs.source_schema, vs.source_table)
                                        ORDER BY vs.position)
             FROM ${sql.id(catalog, 'view_sources')} AS vs
@@ -96,6 +103,7 @@ export async function loadViewRuntime(
     query: viewQuery(db, view),
     objects,
     partitions: Number(row.partitions ?? 1),
+    hasInbox: row.has_inbox === true,
     staged: sourceRows.map(({ position, table }) => ({
       position,
       table,

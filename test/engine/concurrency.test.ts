@@ -99,7 +99,9 @@ async function loggedKeys(db: Kysely<any>, view: string, keyColumn: string): Pro
   const inbox = sql.id('matview', `inbox_${ids[0]!.id}`)
   const { rows } = await sql<{ k: string }>`
     SELECT ${sql.id(keyColumn)}::text AS k FROM ${log}
-    UNION SELECT ${sql.id(keyColumn)}::text FROM ${inbox}`.execute(db)
+    UNION SELECT k::text FROM ${inbox} CROSS JOIN LATERAL unnest(${sql.id(keyColumn)}) AS k`.execute(
+    db,
+  )
   return rows.map((r) => r.k).sort(byNumber)
 }
 

@@ -172,6 +172,7 @@ export function shadowRuntime(
     query: viewQuery(db, view),
     objects,
     partitions: record.partitions,
+    hasInbox: true,
     staged: record.sources
       .filter((s) => s.mapping === 'query')
       .map((s) => ({
