@@ -1,16 +1,11 @@
 import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
-import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { defineView, Matview } from '../../src/index.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 const bigCustomers = defineView({
   name: 'big_customers',
   key: ['customer_id'],

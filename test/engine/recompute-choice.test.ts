@@ -1,18 +1,13 @@
 import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
-import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { recomputePerKey } from '../../src/engine/recompute-choice.js'
 import { loadViewRuntime } from '../../src/engine/view-runtime.js'
 import { type DeclarativeView, defineView, Matview } from '../../src/index.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 // Grouped by a column no index holds: one key costs a scan of the table.
 const groupTotals = defineView({
   name: 'group_totals',

@@ -4,13 +4,7 @@ import { defineHandwrittenView, defineView, Matview, sql } from '../../src/index
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
-
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
+import { customerTotals } from '../support/views.js'
 
 // Two key columns, a json column (no equality operator) and a source mapped by a query.
 const tagTotals = defineView({
