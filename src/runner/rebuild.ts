@@ -1,4 +1,3 @@
-import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog/runs.js'
 import { readViewRows } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
@@ -8,12 +7,12 @@ import {
   rebuildView,
 } from '../engine/rebuild/rebuild-view.js'
 import { definitionHash } from '../engine/view-sql.js'
-import { errorMessage, UsageError } from '../errors/matview-error.js'
+import { UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { Budget } from './budget.js'
-import type { StopReason } from './kind-runner.js'
 import { type Logger, silentLogger } from './logger.js'
 import { type ProgressEvent, selectViews, type ViewResult } from './update.js'
+import { withViewRun } from './view-run.js'
 
 export interface RebuildOptions {
   /** Also every declarative view whose definition changed or that needs or is in a rebuild. */
@@ -123,92 +122,42 @@ async function rebuildOne(
   options: RebuildOptions,
   budget: Budget,
 ): Promise<RebuildResult> {
-  const started = Date.now()
-  const counts: RunCounts = { inserted: 0, updated: 0, deleted: 0, batches: 0 }
-  const notes: string[] = []
-  const result = (
-    outcome: RebuildResult['outcome'],
-    extra: Partial<RebuildResult> = {},
-  ): RebuildResult => ({
-    view: view.name,
-    kind: 'declarative',
-    outcome,
-    ...counts,
-    ...(notes.length > 0 ? { notes: [...notes] } : {}),
-    durationMs: Date.now() - started,
-    ...extra,
-  })
-  const early = budget.stopReason()
-  if (early) {
-    return result(early === 'interrupted' ? 'interrupted' : 'partial', {
-      reason: `${early}, not started`,
-    })
-  }
-  const key = { schema: config.schema, name: view.name }
-  try {
-    return await database.db.connection().execute(async (conn) => {
-      if (!(await database.adapter.tryLock(conn, key))) {
+  let rows: number | undefined
+  return withViewRun<RebuildResult>(
+    database,
+    config,
+    view,
+    { budget, maxBatches: options.maxBatches, onProgress: options.onProgress },
+    {
+      lock: async (conn, key) =>
+        (await database.adapter.tryLock(conn, key)) ? 'exclusive' : undefined,
+      heldElsewhere: () => {
         const error = new UsageError(
           `view "${view.name}" is being updated or rebuilt by another runner; try again when it is done`,
         )
-        return result('failed', { error: error.message, cause: error })
-      }
-      try {
-        const runId = await startRun(conn, config.schema, view.name)
-        let outcome: RunOutcome = 'done'
-        let reason: StopReason | undefined
-        let rows: number | undefined
-        let failure: unknown
-        try {
-          const done = await rebuildView(view, {
-            conn,
-            catalog: config.schema,
-            configViews: config.views,
-            batchSize: options.batchSize ?? config.batchSize,
-            lockTimeoutMs: options.lockTimeout ?? REBUILD_LOCK_TIMEOUT_MS,
-            swapAttempts: REBUILD_SWAP_ATTEMPTS,
-            logger: options.logger ?? silentLogger,
-            counts,
-            notes,
-            progress: (done, total) =>
-              options.onProgress?.({ type: 'progress', view: view.name, done, total }),
-            shouldStop: () =>
-              budget.stopReason() ??
-              (options.maxBatches !== undefined && counts.batches >= options.maxBatches
-                ? 'batch limit'
-                : undefined),
-          })
-          reason = done.stop
-          rows = done.rows
-          if (reason) outcome = reason === 'interrupted' ? 'interrupted' : 'partial'
-        } catch (error) {
-          failure = error
-          outcome = budget.interrupted ? 'interrupted' : 'failed'
-          if (outcome === 'interrupted') reason = 'interrupted'
-        }
-        await finishRun(
-          conn,
-          config.schema,
-          runId,
-          outcome,
-          counts,
-          failure ? errorMessage(failure) : undefined,
-          config.keepRunsMs,
-        )
-        const extra: Partial<RebuildResult> = {}
-        if (reason) {
-          extra.reason = reason
-          notes.push(`the rebuild resumes on the next "matview rebuild ${view.name}"`)
-        }
-        if (rows !== undefined) extra.rows = rows
-        if (failure && outcome === 'failed')
-          Object.assign(extra, { error: errorMessage(failure), cause: failure })
-        return result(outcome, extra)
-      } finally {
-        await database.adapter.unlock(conn, key).catch(() => {})
-      }
-    })
-  } catch (error) {
-    return result('failed', { error: errorMessage(error), cause: error })
-  }
+        return { outcome: 'failed', error: error.message, cause: error }
+      },
+      work: async (run) => {
+        const done = await rebuildView(view, {
+          conn: run.conn,
+          catalog: config.schema,
+          configViews: config.views,
+          batchSize: options.batchSize ?? config.batchSize,
+          lockTimeoutMs: options.lockTimeout ?? REBUILD_LOCK_TIMEOUT_MS,
+          swapAttempts: REBUILD_SWAP_ATTEMPTS,
+          logger: options.logger ?? silentLogger,
+          counts: run.counts,
+          notes: run.notes,
+          progress: run.progress,
+          shouldStop: run.shouldStop,
+        })
+        rows = done.rows
+        return done.stop
+      },
+      afterFinish: async (run, _outcome, reason) => {
+        if (reason) run.notes.push(`the rebuild resumes on the next "matview rebuild ${view.name}"`)
+        return rows !== undefined ? { rows } : {}
+      },
+    },
+  )
 }

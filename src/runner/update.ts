@@ -1,4 +1,4 @@
-import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog/runs.js'
+import type { RunCounts, RunOutcome } from '../catalog/runs.js'
 import { registerView } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
@@ -6,11 +6,12 @@ import type { Strategy } from '../engine/choose-strategy.js'
 import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import { Budget } from './budget.js'
-import type { PendingWork, StopReason } from './kind-runner.js'
+import type { PendingWork } from './kind-runner.js'
 import { type Logger, silentLogger } from './logger.js'
 import { runnerFor } from './runners.js'
 import { acquireViewLock } from './view-lock.js'
 import { orderViews } from './view-order.js'
+import { withViewRun } from './view-run.js'
 
 export interface UpdateOptions {
   /** Only these views (by name); default all, in dependency order. */
@@ -170,105 +171,45 @@ async function runView(
   view: ViewDefinition,
   options: RunViewOptions,
 ): Promise<ViewResult> {
-  const started = Date.now()
-  const counts: RunCounts = { inserted: 0, updated: 0, deleted: 0, batches: 0 }
-  const notes: string[] = []
-  const result = (outcome: ViewResult['outcome'], extra: Partial<ViewResult> = {}): ViewResult => ({
-    view: view.name,
-    kind: view.kind,
-    outcome,
-    ...counts,
-    ...(notes.length > 0 ? { notes: [...notes] } : {}),
-    durationMs: Date.now() - started,
-    ...extra,
-  })
-  const early = options.budget.stopReason()
-  if (early)
-    return result(early === 'interrupted' ? 'interrupted' : 'partial', {
-      reason: `${early}, not started`,
-    })
-
   const runner = runnerFor(view.kind)
-  const key = { schema: config.schema, name: view.name }
-  try {
-    return await database.db.connection().execute(async (conn) => {
-      const mode = await acquireViewLock(database, conn, config, view, options)
-      if (!mode) return result('skipped', { reason: 'running elsewhere' })
-      try {
-        if (view.kind === 'handwritten') await registerView(conn, config.schema, view)
-        // Shared, other appliers' runs are running now: only an exclusive holder closes the
-        // runs left running by a dead process (acquireViewLock did, before it shared the lock).
-        const runId = await startRun(conn, config.schema, view.name, {
-          closeStale: mode === 'exclusive',
-        })
-        let outcome: RunOutcome = 'done'
-        let reason: StopReason | undefined
-        let failure: unknown
-        try {
-          reason = await runner.run(view as never, {
-            database,
-            conn,
-            lockMode: mode,
-            runId,
-            schema: config.schema,
-            batchSize: options.batchSize,
-            maxBatches: options.maxBatches,
-            signal: options.budget.signal,
-            logger: options.logger,
-            counts,
-            notes,
-            createOnly: options.createOnly ?? false,
-            strategy: options.strategy ?? config.strategy,
-            rebuildShare: config.rebuildShare,
-            configViews: config.views,
-            ...(options.onBatch
-              ? { onBatch: (ms: number) => options.onBatch!(view.name, ms) }
-              : {}),
-            isolateFailures: options.isolateFailures ?? false,
-            tracksProgress: options.onProgress !== undefined,
-            progress: (done, total) =>
-              options.onProgress?.({ type: 'progress', view: view.name, done, total }),
-            shouldStop: () =>
-              options.budget.stopReason() ??
-              (options.maxBatches !== undefined && counts.batches >= options.maxBatches
-                ? 'batch limit'
-                : undefined),
-          })
-          if (reason) outcome = reason === 'interrupted' ? 'interrupted' : 'partial'
-        } catch (error) {
-          failure = error
-          // A hook that honoured the abort signal throws; that is an interruption, not a failure.
-          outcome = options.budget.interrupted ? 'interrupted' : 'failed'
-          if (outcome === 'interrupted') reason = 'interrupted'
-        }
-        await finishRun(
-          conn,
-          config.schema,
-          runId,
-          outcome,
-          counts,
-          failure ? errorMessage(failure) : undefined,
-          config.keepRunsMs,
-        )
-        const extra: Partial<ViewResult> = {}
-        if (reason) extra.reason = reason
-        if (failure && outcome === 'failed')
-          Object.assign(extra, { error: errorMessage(failure), cause: failure })
-        if (outcome === 'partial') {
-          extra.pending = await runner
-            .pending(view as never, conn, config.schema, options.batchSize)
-            .catch(() => undefined)
-        }
-        return result(outcome, extra)
-      } finally {
-        const release = mode === 'shared' ? database.adapter.unlockShared : database.adapter.unlock
-        await release(conn, key).catch(() => {})
-      }
-    })
-  } catch (error) {
-    // The connection itself failed (database gone, catalog unwritable): this view failed.
-    return result('failed', { error: errorMessage(error), cause: error })
-  }
+  return withViewRun<ViewResult>(database, config, view, options, {
+    lock: (conn) => acquireViewLock(database, conn, config, view, options),
+    heldElsewhere: () => ({ outcome: 'skipped', reason: 'running elsewhere' }),
+    beforeStart: async (conn) => {
+      if (view.kind === 'handwritten') await registerView(conn, config.schema, view)
+    },
+    work: (run) =>
+      runner.run(view as never, {
+        database,
+        conn: run.conn,
+        lockMode: run.mode,
+        runId: run.runId,
+        schema: config.schema,
+        batchSize: options.batchSize,
+        maxBatches: options.maxBatches,
+        signal: options.budget.signal,
+        logger: options.logger,
+        counts: run.counts,
+        notes: run.notes,
+        createOnly: options.createOnly ?? false,
+        strategy: options.strategy ?? config.strategy,
+        rebuildShare: config.rebuildShare,
+        configViews: config.views,
+        ...(options.onBatch ? { onBatch: (ms: number) => options.onBatch!(view.name, ms) } : {}),
+        isolateFailures: options.isolateFailures ?? false,
+        tracksProgress: options.onProgress !== undefined,
+        progress: run.progress,
+        shouldStop: run.shouldStop,
+      }),
+    afterFinish: async (run, outcome) =>
+      outcome === 'partial'
+        ? {
+            pending: await runner
+              .pending(view as never, run.conn, config.schema, options.batchSize)
+              .catch(() => undefined),
+          }
+        : {},
+  })
 }
 
 function logResult(logger: Logger, r: ViewResult): void {

@@ -4,14 +4,15 @@ import { join } from 'node:path'
 import { sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
-import { runCli, writeCustomerTotalsConfig } from '../support/cli.js'
+import {
+  CUSTOMER_TOTALS_QUERY as QUERY,
+  runCli,
+  writeCustomerTotalsConfig,
+} from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // `matview create`, `update` and `status` on a declarative view, as a user runs them: the built
 // bin as a subprocess, a config file importing the built package, a PostgreSQL database.
-const QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-  FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-  GROUP BY o.customer_id, c.region`
 
 describe('matview CLI with a declarative view on PostgreSQL', () => {
   let database: TestDatabase | undefined

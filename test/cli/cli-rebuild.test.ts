@@ -8,14 +8,17 @@ import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { BIN, CLI_ENV, runCli, writeCustomerTotalsConfig } from '../support/cli.js'
+import {
+  BIN,
+  CLI_ENV,
+  CUSTOMER_TOTALS_QUERY as QUERY,
+  runCli,
+  writeCustomerTotalsConfig,
+} from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // `matview rebuild` as a user runs it: the built bin as a subprocess, a config file importing
 // the built package, a PostgreSQL database; and a rebuild killed with SIGKILL, then run again.
-const QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-  FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-  GROUP BY o.customer_id, c.region`
 const WIDER = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents,
   max(o.amount_cents) AS max_cents
   FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status IN ('paid', 'pending')

@@ -1,59 +1,25 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { PGlite } from '@electric-sql/pglite'
-import pg from 'pg'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
-import { connect } from '../../src/dialects/connect.js'
 import { runCli, writeCustomerTotalsConfig } from '../support/cli.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { useCliDatabase } from '../support/cli-database.js'
+import { DIALECTS } from '../support/dialects.js'
 
 // `matview sql` as a team with its own migration tool uses it: print, apply the script with
 // another client, then `matview create`.
-const QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-  FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-  GROUP BY o.customer_id, c.region`
 
 // Several CLI processes, each opening the database: slow when the machine is busy.
 const TIMEOUT = 180_000
 
 describe.each(DIALECTS)('matview sql (CLI) on %s', (dialect) => {
-  let database: TestDatabase | undefined
-  afterEach(async () => {
-    await database?.close()
-    database = undefined
-  })
+  const database = useCliDatabase(dialect)
 
   it(
     'prints a script that, applied by another client, create accepts; exit 2 for a bad name',
     async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
-      let url: string
-      let apply: (script: string) => Promise<void>
-      if (dialect === 'pglite') {
-        const path = join(dir, 'db')
-        url = `pglite:${path}`
-        const opened = await connect(url)
-        await createDemoSchema(opened.db, { customers: 20, orders: 200 })
-        await opened.close()
-        apply = async (script) => {
-          const pglite = await PGlite.create(path)
-          await pglite.exec(script)
-          await pglite.close()
-        }
-      } else {
-        database = await freshDatabase('postgres')
-        url = database.url!
-        await createDemoSchema(database.db, { customers: 20, orders: 200 })
-        apply = async (script) => {
-          const client = new pg.Client({ connectionString: url })
-          await client.connect()
-          await client.query(script)
-          await client.end()
-        }
-      }
-      writeCustomerTotalsConfig(dir, url, QUERY)
+      const dir = database.dir
+      await database.use((db) => createDemoSchema(db, { customers: 20, orders: 200 }))
+      const apply = (script: string) => database.exec(script)
+      writeCustomerTotalsConfig(dir, database.spec)
 
       const printed = await runCli(['sql'], dir)
       expect(printed.stderr).toBe('')

@@ -1,56 +1,26 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { type Kysely, sql } from 'kysely'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
-import { connect } from '../../src/dialects/connect.js'
 import { runCli, writeCustomerTotalsConfig } from '../support/cli.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { useCliDatabase } from '../support/cli-database.js'
+import { DIALECTS } from '../support/dialects.js'
 
 // `matview verify` as a user runs it: the built bin, a config file, exit codes and output.
-const QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-  FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-  GROUP BY o.customer_id, c.region`
 
 // Several CLI processes, each opening the database: slow when the machine is busy.
 const TIMEOUT = 180_000
 
 describe.each(DIALECTS)('matview verify (CLI) on %s', (dialect) => {
-  let database: TestDatabase | undefined
-  afterEach(async () => {
-    await database?.close()
-    database = undefined
-  })
+  const database = useCliDatabase(dialect)
 
-  /** Runs `fn` on the test's database; PGlite's directory is opened only meanwhile (one process at a time). */
-  let withDb: (fn: (db: Kysely<any>) => Promise<unknown>) => Promise<void>
+  const withDb = (fn: (db: Kysely<any>) => Promise<unknown>) => database.use(fn)
 
   const setUp = async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'matview-cli-'))
-    let url: string
-    if (dialect === 'pglite') {
-      url = `pglite:${join(dir, 'db')}`
-      withDb = async (fn) => {
-        const opened = await connect(url)
-        try {
-          await fn(opened.db)
-        } finally {
-          await opened.close()
-        }
-      }
-    } else {
-      database = await freshDatabase('postgres')
-      url = database.url!
-      withDb = async (fn) => {
-        await fn(database!.db)
-      }
-    }
     await withDb((db) => createDemoSchema(db, { customers: 20, orders: 200 }))
-    writeCustomerTotalsConfig(dir, url, QUERY)
-    const created = await runCli(['create'], dir)
+    writeCustomerTotalsConfig(database.dir, database.spec)
+    const created = await runCli(['create'], database.dir)
     expect(created.code, created.stdout + created.stderr).toBe(0)
-    return dir
+    return database.dir
   }
 
   it(

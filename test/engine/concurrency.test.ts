@@ -11,6 +11,7 @@ import {
   freshDatabase,
   type TestDatabase,
 } from '../support/dialects.js'
+import { customerTotals } from '../support/views.js'
 
 // Concurrency and failure of declarative views: writers committing while `update` runs, the
 // parent/child race of the DESIGN (Capture), batches that fail, a worker killed mid-batch, two
@@ -20,14 +21,6 @@ import {
 const CUSTOMERS = 200
 const ORDERS = 2000
 const REGIONS = ['north', 'south', 'east', 'west', 'moon', 'mars']
-
-/** The canonical view: both sources hold the key. */
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 
 /** Keyed by a parent's column: an order names its key only through its customer. */
 const regionTotalsQuery = sql`

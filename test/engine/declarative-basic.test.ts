@@ -1,9 +1,10 @@
 import { sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { defineView, Matview } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
 const customerTotals = defineView({
@@ -15,13 +16,10 @@ const customerTotals = defineView({
 })
 
 describe.each(DIALECTS)('declarative views on %s', (dialect) => {
-  let database: TestDatabase
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 200, orders: 2000 })
-  })
-  afterEach(async () => {
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await createDemoSchema(db, { customers: 200, orders: 2000 })
+    },
   })
 
   const same = async () =>

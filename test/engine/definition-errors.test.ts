@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import {
   type DeclarativeView,
   defineView,
@@ -9,7 +9,8 @@ import {
   type ViewResult,
 } from '../../src/index.js'
 import { CATALOG_TABLES } from '../support/catalog.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 // Bad definitions, changed definitions and TRUNCATE, as a user meets them: through `update`'s
 // result, `status` and the database itself (pg_class, pg_trigger, the catalog).
@@ -410,16 +411,15 @@ const BAD_DEFINITIONS: BadDefinition[] = [
 ]
 
 describe.each(DIALECTS)('declarative definition errors on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview | undefined
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createTables(database.db)
-  })
-  afterEach(async () => {
-    await mv?.close()
-    mv = undefined
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await createTables(db)
+    },
+    teardown: async () => {
+      await mv?.close()
+      mv = undefined
+    },
   })
 
   const open = async (views: DeclarativeView[]) => {

@@ -1,15 +1,11 @@
 import { sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { describe, expect, it } from 'vitest'
+import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { defineView, Matview } from '../../src/index.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 const bigCustomers = defineView({
   name: 'big_customers',
   key: ['customer_id'],
@@ -18,13 +14,10 @@ const bigCustomers = defineView({
 })
 
 describe.each(DIALECTS)('matview drop on %s', (dialect) => {
-  let database: TestDatabase
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 50, orders: 500 })
-  })
-  afterEach(async () => {
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await createDemoSchema(db, { customers: 50, orders: 500 })
+    },
   })
 
   const objects = async () => {

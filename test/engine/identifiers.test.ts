@@ -1,5 +1,5 @@
 import type { RawBuilder } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import {
   type DeclarativeView,
   defineView,
@@ -8,7 +8,8 @@ import {
   sql,
   ViewDefinitionError,
 } from '../../src/index.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 // Hostile names everywhere a user can put one: the view, its schema, the sources, their
 // columns, the key (two columns), and key values. Each name is written exactly once, here, and
@@ -147,15 +148,12 @@ async function columnsOf(db: Kysely<any>, schema: string, table: string): Promis
 }
 
 describe.each(DIALECTS)('hostile identifiers on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview | undefined
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-  })
-  afterEach(async () => {
-    await mv?.close()
-    mv = undefined
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    teardown: async () => {
+      await mv?.close()
+      mv = undefined
+    },
   })
 
   const open = async (views: DeclarativeView[], batchSize = 4) => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -7,7 +7,14 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { type Kysely, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { BIN, CLI_ENV, PACKAGE, runCli } from '../support/cli.js'
+import {
+  BIN,
+  CLI_ENV,
+  CUSTOMER_TOTALS_QUERY,
+  customerTotalsViewText,
+  runCli,
+  writeConfig,
+} from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // Several `matview update` processes (the built bin) applying one partitioned view at once,
@@ -15,27 +22,13 @@ import { available, freshDatabase, type TestDatabase } from '../support/dialects
 
 const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
 
-function writeConfig(dir: string, url: string): void {
-  writeFileSync(
-    join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-export default {
-  database: ${JSON.stringify(url)},
-  batchSize: 25,
-  views: [
-    defineView({
-      name: 'customer_totals',
-      key: ['customer_id'],
-      query: sql\`SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-        FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-        GROUP BY o.customer_id, c.region\`,
-      sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-      partitions: 4,
-    }),
-  ],
-}
-`,
-  )
+/** customer_totals, its change log split into four partitions. */
+function writePartitionedConfig(dir: string, url: string): void {
+  writeConfig(dir, {
+    database: url,
+    batchSize: 25,
+    views: [customerTotalsViewText(CUSTOMER_TOTALS_QUERY, 'partitions: 4,')],
+  })
 }
 
 /** `matview update …` as a process; resolves with its exit code and output. */
@@ -76,7 +69,7 @@ describe.skipIf(!ready)('partitioned views applied by several processes (Postgre
     const db = database.db
     await createDemoSchema(db, { customers: 6000, orders: 60_000 })
     const dir = mkdtempSync(join(tmpdir(), 'matview-partitions-'))
-    writeConfig(dir, database.url!)
+    writePartitionedConfig(dir, database.url!)
     const created = await runCli(['update'], dir)
     expect(created.code, created.stderr).toBe(0)
     // Thousands of pending keys: every customer's orders change.

@@ -1,12 +1,13 @@
 import fc from 'fast-check'
 import type { RawBuilder } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { connect } from '../../src/dialects/connect.js'
 import { type DeclarativeView, defineView, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 // `partitions: N` splits a view's change log by a hash of the key; each partition is applied
 // under its own lock. Here on one runner (both dialects): the partitioned path gives the
@@ -61,15 +62,12 @@ describe('partitions in a definition', () => {
 })
 
 describe.each(DIALECTS)('partitioned change logs on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview | undefined
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-  })
-  afterEach(async () => {
-    await mv?.close()
-    mv = undefined
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    teardown: async () => {
+      await mv?.close()
+      mv = undefined
+    },
   })
 
   const db = () => database.db

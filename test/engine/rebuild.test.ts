@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { RawBuilder } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { beforeEach, describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import {
   type DeclarativeView,
@@ -12,7 +12,8 @@ import {
   sql,
 } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 // `rebuild` as a user meets it: a changed definition or a truncated source brought back, the
 // table equal to the new query, readers of the view kept right, the table's dressing kept, and
@@ -59,15 +60,12 @@ const regionCounts = defineView({
 })
 
 describe.each(DIALECTS)('matview rebuild on %s', (dialect) => {
-  let database: TestDatabase
   const open: Matview[] = []
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 200, orders: 3000 })
-  })
-  afterEach(async () => {
-    for (const mv of open.splice(0)) await mv.close()
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: ({ db }) => createDemoSchema(db, { customers: 200, orders: 3000 }),
+    teardown: async () => {
+      for (const mv of open.splice(0)) await mv.close()
+    },
   })
 
   const matview = async (views: DeclarativeView[], batchSize = 50) => {

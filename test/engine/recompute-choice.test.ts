@@ -1,17 +1,13 @@
 import { sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { describe, expect, it } from 'vitest'
+import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { recomputePerKey } from '../../src/engine/recompute-choice.js'
 import { loadViewRuntime } from '../../src/engine/view-runtime.js'
 import { type DeclarativeView, defineView, Matview } from '../../src/index.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 // Grouped by a column no index holds: one key costs a scan of the table.
 const groupTotals = defineView({
   name: 'group_totals',
@@ -21,24 +17,23 @@ const groupTotals = defineView({
 })
 
 describe.each(DIALECTS)('per-key or = ANY recompute on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 10_000, orders: 30_000 })
-    await sql`CREATE TABLE items (id bigint PRIMARY KEY, grp int NOT NULL, val int NOT NULL)`.execute(
-      database.db,
-    )
-    await sql`INSERT INTO items SELECT g, g % 200, g % 7 FROM generate_series(1, 20000) AS g`.execute(
-      database.db,
-    )
-    await sql`ANALYZE`.execute(database.db)
-    mv = await Matview.open({ database, views: [customerTotals, groupTotals] })
-    await mv.update()
-  })
-  afterEach(async () => {
-    await mv?.close()
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async (database) => {
+      await createDemoSchema(database.db, { customers: 10_000, orders: 30_000 })
+      await sql`CREATE TABLE items (id bigint PRIMARY KEY, grp int NOT NULL, val int NOT NULL)`.execute(
+        database.db,
+      )
+      await sql`INSERT INTO items SELECT g, g % 200, g % 7 FROM generate_series(1, 20000) AS g`.execute(
+        database.db,
+      )
+      await sql`ANALYZE`.execute(database.db)
+      mv = await Matview.open({ database, views: [customerTotals, groupTotals] })
+      await mv.update()
+    },
+    teardown: async () => {
+      await mv?.close()
+    },
   })
 
   const choose = async (view: DeclarativeView, keys: number[]) => {

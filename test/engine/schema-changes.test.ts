@@ -1,8 +1,9 @@
 import { sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { defineView, Matview } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 // Columns the view does not read come and go on a live source: writers must never notice.
 const QUERY = sql`
@@ -19,24 +20,17 @@ const orderCustomers = defineView({
 })
 
 describe.each(DIALECTS)('source schema changes on %s', (dialect) => {
-  let database: TestDatabase
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await sql`CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, legacy int, note text)`.execute(
-      database.db,
-    )
-    await sql`CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, amount int NOT NULL)`.execute(
-      database.db,
-    )
-    await sql`INSERT INTO customers VALUES (1, 'ann', 7, 'x'), (2, 'bob', 8, 'y')`.execute(
-      database.db,
-    )
-    await sql`INSERT INTO orders VALUES (10, 1, 100), (11, 2, 200), (12, 1, 300)`.execute(
-      database.db,
-    )
-  })
-  afterEach(async () => {
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await sql`CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, legacy int, note text)`.execute(
+        db,
+      )
+      await sql`CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, amount int NOT NULL)`.execute(
+        db,
+      )
+      await sql`INSERT INTO customers VALUES (1, 'ann', 7, 'x'), (2, 'bob', 8, 'y')`.execute(db)
+      await sql`INSERT INTO orders VALUES (10, 1, 100), (11, 2, 200), (12, 1, 300)`.execute(db)
+    },
   })
 
   it('keeps capturing a source mapped by a query after columns are dropped, renamed and added', async () => {

@@ -1,9 +1,10 @@
 import type { RawBuilder } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type DeclarativeView, defineView, Matview, sql } from '../../src/index.js'
 import type { UpdateOptions, ViewResult } from '../../src/runner/update.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 /**
  * One test per view shape: create, backfill, check the target equals the query; write every
@@ -58,29 +59,26 @@ const customerTotals = defineView({
 })
 
 describe.each(DIALECTS)('view shapes on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview | undefined
-
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await sql`CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, region text)`.execute(
-      database.db,
-    )
-    await sql`
-      CREATE TABLE orders (
-        id bigint PRIMARY KEY,
-        customer_id bigint NOT NULL,
-        amount_cents bigint NOT NULL,
-        status text NOT NULL
-      )`.execute(database.db)
-    for (const [id, name, region] of CUSTOMERS) await addCustomer(id, name, region)
-    for (const order of ORDERS) await addOrder(order)
-  })
-
-  afterEach(async () => {
-    await mv?.close()
-    mv = undefined
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await sql`CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, region text)`.execute(
+        db,
+      )
+      await sql`
+        CREATE TABLE orders (
+          id bigint PRIMARY KEY,
+          customer_id bigint NOT NULL,
+          amount_cents bigint NOT NULL,
+          status text NOT NULL
+        )`.execute(db)
+      for (const [id, name, region] of CUSTOMERS) await addCustomer(id, name, region)
+      for (const order of ORDERS) await addOrder(order)
+    },
+    teardown: async () => {
+      await mv?.close()
+      mv = undefined
+    },
   })
 
   const run = (q: RawBuilder<unknown>) => q.execute(database.db)

@@ -1,33 +1,28 @@
 import { sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { REBUILD_MIN_KEYS } from '../../src/engine/choose-strategy.js'
-import { defineView, Matview } from '../../src/index.js'
+import { Matview } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
 const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 // More customers than the least number of pending keys `auto` rebuilds for.
 const CUSTOMERS = REBUILD_MIN_KEYS + 1_000
 
 describe.each(DIALECTS)('update strategy on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: CUSTOMERS, orders: CUSTOMERS * 3 })
-    mv = await Matview.open({ database, batchSize: 200, views: [customerTotals] })
-    await mv.update()
-  })
-  afterEach(async () => {
-    await mv?.close()
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async (database) => {
+      await createDemoSchema(database.db, { customers: CUSTOMERS, orders: CUSTOMERS * 3 })
+      mv = await Matview.open({ database, batchSize: 200, views: [customerTotals] })
+      await mv.update()
+    },
+    teardown: async () => {
+      await mv?.close()
+    },
   })
 
   const same = async () =>

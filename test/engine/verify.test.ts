@@ -1,15 +1,10 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { defineHandwrittenView, defineView, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
-
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
 // Two key columns, a json column (no equality operator) and a source mapped by a query.
 const tagTotals = defineView({
@@ -26,23 +21,22 @@ const tagTotals = defineView({
 })
 
 describe.each(DIALECTS)('matview verify on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 50, orders: 500 })
-    await sql`CREATE TABLE tags (id int PRIMARY KEY, customer_id bigint NOT NULL, tag text NOT NULL)`.execute(
-      database.db,
-    )
-    await sql`INSERT INTO tags SELECT g, 1 + g % 50, 'tag' || (g % 7) FROM generate_series(1, 300) AS g`.execute(
-      database.db,
-    )
-    mv = await Matview.open({ database, views: [customerTotals, tagTotals] })
-    await mv.update()
-  })
-  afterEach(async () => {
-    await mv?.close()
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async (database) => {
+      await createDemoSchema(database.db, { customers: 50, orders: 500 })
+      await sql`CREATE TABLE tags (id int PRIMARY KEY, customer_id bigint NOT NULL, tag text NOT NULL)`.execute(
+        database.db,
+      )
+      await sql`INSERT INTO tags SELECT g, 1 + g % 50, 'tag' || (g % 7) FROM generate_series(1, 300) AS g`.execute(
+        database.db,
+      )
+      mv = await Matview.open({ database, views: [customerTotals, tagTotals] })
+      await mv.update()
+    },
+    teardown: async () => {
+      await mv?.close()
+    },
   })
 
   const differences = async (table: string, query: typeof customerTotalsQuery, columns: string[]) =>

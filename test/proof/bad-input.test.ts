@@ -1,26 +1,19 @@
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { type Kysely, sql } from 'kysely'
 import pg from 'pg'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { CATALOG_VERSION } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { CATALOG_TABLES } from '../support/catalog.js'
-import { PACKAGE, runCli } from '../support/cli.js'
+import { runCli, writeConfig } from '../support/cli.js'
+import { type CliDatabase, cliDatabase, useCliDatabase } from '../support/cli-database.js'
 import { available, DIALECTS, POSTGRES_ADMIN_URL } from '../support/dialects.js'
-import { type CliDatabase, cliDatabase } from './cli-database.js'
 
 // The bad-input catalogue (docs/bad-input.md) as a user meets it: the built bin, a config file,
 // and the database looked at afterwards. Each answer is one line, a non-zero exit, and nothing
 // half-made. Cases already covered elsewhere are linked from the doc, not repeated here.
-
-function writeConfig(dir: string, body: string): void {
-  writeFileSync(
-    join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}\n${body}\n`,
-  )
-}
 
 /** A correct declarative view over `customers`, as config-file source text. */
 const GOOD_VIEW = `defineView({ name: 'good', key: ['id'], query: sql\`SELECT id, name FROM customers\`,
@@ -207,16 +200,7 @@ async function createTables(db: Kysely<any>): Promise<void> {
 }
 
 describe.each(DIALECTS)('bad view definitions and databases through the CLI on %s', (dialect) => {
-  let database: CliDatabase | undefined
-  beforeEach(async ({ skip }) => {
-    if (!(await available(dialect))) skip()
-    database = await cliDatabase(dialect)
-    await database.use(createTables)
-  })
-  afterEach(async () => {
-    await database?.close()
-    database = undefined
-  })
+  const database = useCliDatabase(dialect, (database) => database.use(createTables))
 
   const views = (...definitions: string[]) =>
     writeConfig(

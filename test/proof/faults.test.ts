@@ -10,7 +10,14 @@ import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { CATALOG_VERSION } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { CATALOG_TABLES } from '../support/catalog.js'
-import { BIN, CLI_ENV, PACKAGE, runCli } from '../support/cli.js'
+import {
+  BIN,
+  CLI_ENV,
+  CUSTOMER_TOTALS_QUERY as CUSTOMER_TOTALS,
+  customerTotalsViewText,
+  runCli,
+  writeConfig,
+} from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // SIGKILL of `matview update`/`rebuild` (the built bin, a subprocess) at random moments while
@@ -38,9 +45,6 @@ function random(seed: number) {
   }
 }
 
-const CUSTOMER_TOTALS = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-  FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-  GROUP BY o.customer_id, c.region`
 const REGION_TOTALS = `SELECT c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
   FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid' GROUP BY c.region`
 const REGION_SUMMARY = `SELECT region, count(*) AS customers, sum(total_cents) AS total_cents
@@ -70,21 +74,13 @@ const CHECKS: Array<{ view: string; query: (variant: number) => string; columns:
  * Three views: keys held by the changed rows, keys found by a query at claim time, and a view on
  * a view. `variant` changes customer_totals' text, which asks for a rebuild.
  */
-function writeConfig(dir: string, url: string, variant: number): void {
-  writeFileSync(
-    join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-export default {
-  database: ${JSON.stringify(url)},
-  batchSize: 40,
-  views: [
-    defineView({
-      name: 'customer_totals',
-      key: ['customer_id'],
-      query: sql\`${CHECKS[0]!.query(variant)}\`,
-      sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-    }),
-    defineView({
+function writeFaultsConfig(dir: string, url: string, variant: number): void {
+  writeConfig(dir, {
+    database: url,
+    batchSize: 40,
+    views: [
+      customerTotalsViewText(CHECKS[0]!.query(variant)),
+      `defineView({
       name: 'region_totals',
       key: ['region'],
       query: sql\`${REGION_TOTALS}\`,
@@ -92,17 +88,15 @@ export default {
         customers: { region: 'region' },
         orders: sql\`SELECT c.region FROM customers c JOIN changed o ON o.customer_id = c.id\`,
       },
-    }),
-    defineView({
+    })`,
+      `defineView({
       name: 'region_summary',
       key: ['region'],
       query: sql\`${REGION_SUMMARY}\`,
       sources: { customer_totals: { region: 'region' } },
-    }),
-  ],
-}
-`,
-  )
+    })`,
+    ],
+  })
 }
 
 /** Writers on connections of their own, each a loop of small transactions, until stopped. */
@@ -330,7 +324,7 @@ describe('SIGKILL at random moments, on PostgreSQL', () => {
       await createDemoSchema(db, { customers, orders: 150_000 })
       const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
       let variant = 0
-      writeConfig(dir, database.url!, variant)
+      writeFaultsConfig(dir, database.url!, variant)
       const cli = async (...args: string[]) => {
         const result = await runCli(args, dir)
         expect(result.code, `matview ${args.join(' ')}: ${result.stdout}${result.stderr}`).toBe(0)
@@ -361,7 +355,7 @@ describe('SIGKILL at random moments, on PostgreSQL', () => {
             kind = 'recreate'
           } else if (iterations > 1 && roll < 0.5) {
             variant = 1 - variant
-            writeConfig(dir, database.url!, variant)
+            writeFaultsConfig(dir, database.url!, variant)
             args = ['rebuild', '--all-changed']
             kind = 'rebuild'
           }
@@ -477,7 +471,7 @@ describe('a timeout inside a batch, on PostgreSQL', () => {
     const db = database.db
     await createDemoSchema(db, { customers: 200, orders: 2000 })
     const dir = mkdtempSync(join(tmpdir(), 'matview-faults-'))
-    writeConfig(dir, database.url!, 0)
+    writeFaultsConfig(dir, database.url!, 0)
     expect((await runCli(['create'], dir)).code).toBe(0)
     await sql`UPDATE orders SET amount_cents = amount_cents + 7 WHERE customer_id <= 100`.execute(
       db,

@@ -1,12 +1,10 @@
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { type Kysely, sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { CATALOG_TABLES } from '../support/catalog.js'
-import { PACKAGE, runCli } from '../support/cli.js'
-import { available, DIALECTS } from '../support/dialects.js'
-import { type CliDatabase, cliDatabase } from './cli-database.js'
+import { runCli, writeConfig } from '../support/cli.js'
+import { type CliDatabase, useCliDatabase } from '../support/cli-database.js'
+import { DIALECTS } from '../support/dialects.js'
 
 // Hostile names through every CLI command (create, update, status, list, history, rebuild,
 // drop), as a user would type them. test/engine/identifiers.test.ts covers the engine with
@@ -26,35 +24,30 @@ const N = {
 }
 
 /** The config: names as data (JSON), reaching SQL only through sql.id. `extra` alters the query. */
-function writeConfig(database: CliDatabase, extra = ''): void {
-  writeFileSync(
-    join(database.dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-const N = JSON.parse(${JSON.stringify(JSON.stringify(N))})
-const id = (name) => sql.id(name)
-export default {
-  database: ${JSON.stringify(database.spec)},
-  batchSize: 3,
-  views: [
-    defineView({
+function writeHostileConfig(database: CliDatabase, extra = ''): void {
+  writeConfig(database.dir, {
+    database: database.spec,
+    batchSize: 3,
+    preamble: `const N = JSON.parse(${JSON.stringify(JSON.stringify(N))})
+const id = (name) => sql.id(name)`,
+    views: [
+      `defineView({
       name: N.view,
       key: [N.customer],
       query: sql\`SELECT \${id(N.customer)}, min(\${id(N.region)}) AS \${id(N.region)},
         sum(\${id(N.amount)}) AS \${id(N.total)} FROM \${id(N.table)} GROUP BY \${id(N.customer)}${extra}\`,
       sources: { [N.table]: { [N.customer]: N.customer } },
       indexes: [[N.region]],
-    }),
-    defineView({
+    })`,
+      `defineView({
       name: N.byRegion,
       key: [N.region],
       query: sql\`SELECT \${id(N.region)}, count(*) AS n, sum(\${id(N.total)}) AS \${id(N.total)}
         FROM \${id(N.view)} GROUP BY \${id(N.region)}\`,
       sources: { [N.view]: { [N.region]: N.region } },
-    }),
-  ],
-}
-`,
-  )
+    })`,
+    ],
+  })
 }
 
 const id = (name: string) => sql.id(name)
@@ -78,16 +71,7 @@ async function createTables(db: Kysely<any>): Promise<void> {
 }
 
 describe.each(DIALECTS)('hostile names through the CLI on %s', (dialect) => {
-  let database: CliDatabase | undefined
-  beforeEach(async ({ skip }) => {
-    if (!(await available(dialect))) skip()
-    database = await cliDatabase(dialect)
-    await database.use(createTables)
-  })
-  afterEach(async () => {
-    await database?.close()
-    database = undefined
-  })
+  const database = useCliDatabase(dialect, (database) => database.use(createTables))
 
   const expectEqual = (extra = '') =>
     database!.use(async (db) => {
@@ -103,7 +87,7 @@ describe.each(DIALECTS)('hostile names through the CLI on %s', (dialect) => {
 
   it('creates, updates, reports, rebuilds and drops views with hostile names, and table x survives', async () => {
     const cli = (...args: string[]) => runCli(args, database!.dir)
-    writeConfig(database!)
+    writeHostileConfig(database!)
 
     const list = await cli('list', '--json')
     expect(JSON.parse(list.stdout)).toEqual([
@@ -141,7 +125,7 @@ describe.each(DIALECTS)('hostile names through the CLI on %s', (dialect) => {
 
     // A changed definition: refused by update, rebuilt by name, then equal to the new query.
     const HAVING = ' HAVING count(*) > 4'
-    writeConfig(database!, HAVING)
+    writeHostileConfig(database!, HAVING)
     const refused = await cli('update')
     expect(refused.code).toBe(1)
     expect(refused.stdout).toContain(`run "matview rebuild ${N.view}"`)

@@ -1,16 +1,13 @@
 import { sql } from 'kysely'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { CATALOG_VERSION, CatalogVersionError, Matview } from '../../src/index.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 describe.each(DIALECTS)('the catalog on %s', (dialect) => {
-  let database: TestDatabase
-  afterEach(async () => {
-    await database?.close()
-  })
+  const database = useTestDatabase(dialect)
 
   it('is created on first use in the configured schema, once, and refused when newer than the code', async () => {
-    database = await freshDatabase(dialect)
     const first = await Matview.open({ database, schema: 'mv catalog' })
     const second = await Matview.open({ database, schema: 'mv catalog' })
     const { rows } = await sql<{
@@ -32,7 +29,6 @@ describe.each(DIALECTS)('the catalog on %s', (dialect) => {
   })
 
   it('works on a Kysely instance the application already has, and leaves it open', async () => {
-    database = await freshDatabase(dialect)
     const mv = await Matview.open({ database: database.db, schema: 'app_matview' })
     expect(await mv.status()).toEqual([])
     await mv.close()

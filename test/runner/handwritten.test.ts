@@ -1,5 +1,5 @@
 import { sql } from 'kysely'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import {
   createCustomerTotalsTable,
   customerTotalsView,
@@ -7,19 +7,17 @@ import {
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { defineHandwrittenView, Matview } from '../../src/index.js'
 import { queryDifferences as differences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS, type TestDatabase } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
 
 describe.each(DIALECTS)('hand-written views on %s', (dialect) => {
-  let database: TestDatabase
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 200, orders: 2000 })
-    await createCustomerTotalsTable(database.db)
-  })
-  afterEach(async () => {
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await createDemoSchema(db, { customers: 200, orders: 2000 })
+      await createCustomerTotalsTable(db)
+    },
   })
 
   it('fills the cache in batches, then applies only later writes, and equals the query', async () => {

@@ -1,18 +1,15 @@
 import { sql } from 'kysely'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createTables, TagCounts, tagCountsQuery } from '../../examples/tag-counts/tag-counts.js'
 import { Matview } from '../../src/index.js'
 import { queryDifferences as differences } from '../../src/views/query-differences.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 describe.each(DIALECTS)('the seed example (tag_counts) on %s', (dialect) => {
-  let database: TestDatabase
-  afterEach(async () => {
-    await database?.close()
-  })
+  const database = useTestDatabase(dialect)
 
   it('keeps the cached table equal to what it caches through inserts, updates and deletes', async () => {
-    database = await freshDatabase(dialect)
     await createTables(database.db)
     await sql`INSERT INTO posts (tag) SELECT 'tag' || (g % 37) FROM generate_series(1, 500) g`.execute(
       database.db,

@@ -1,8 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { formatStatusTable } from '../../src/cli/commands/status.js'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { defineView, Matview, sql } from '../../src/index.js'
-import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { DIALECTS } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
 
 const sources = { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } }
 const customerTotals = defineView({
@@ -13,13 +14,10 @@ const customerTotals = defineView({
 })
 
 describe.each(DIALECTS)('status of a view that needs a rebuild on %s', (dialect) => {
-  let database: TestDatabase
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 10, orders: 50 })
-  })
-  afterEach(async () => {
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async ({ db }) => {
+      await createDemoSchema(db, { customers: 10, orders: 50 })
+    },
   })
 
   const stateColumn = (table: string) => table.split('\n')[1]!.split(/\s{2,}/)[2]

@@ -33,23 +33,66 @@ export function runCli(
   })
 }
 
-/** Writes a matview.config.mjs with the canonical customer_totals view over `query`. */
-export function writeCustomerTotalsConfig(dir: string, database: string, query: string): void {
+/** customer_totals' query, as config files spell it (the demo schema's paid orders per customer). */
+export const CUSTOMER_TOTALS_QUERY = `SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
+  FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
+  GROUP BY o.customer_id, c.region`
+
+/** A config file's parts, as source text where they are code. */
+export interface ConfigFile {
+  /** What `database` says: a URL or `pglite:PATH`. */
+  database: string
+  batchSize: number
+  /** Each view's `defineView({ … })`. */
+  views: string[]
+  /** More top-level fields, each ending in a comma (`workers: { … },`). */
+  fields?: string
+  /** Statements before `export default`, for constants the views share. */
+  preamble?: string
+}
+
+/**
+ * Writes `matview.config.mjs` in `dir`, importing `defineView` and `sql` from the built
+ * package. A string is the file's body as it is, for files that are meant to be wrong.
+ */
+export function writeConfig(dir: string, config: ConfigFile | string): void {
+  const body =
+    typeof config === 'string'
+      ? config
+      : `${config.preamble ?? ''}
+export default {
+  database: ${JSON.stringify(config.database)},
+  batchSize: ${config.batchSize},
+  ${config.fields ?? ''}
+  views: [
+    ${config.views.join(',\n    ')},
+  ],
+}`
   writeFileSync(
     join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-export default {
-  database: ${JSON.stringify(database)},
-  batchSize: 25,
-  views: [
-    defineView({
+    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}\n${body}\n`,
+  )
+}
+
+/**
+ * The canonical customer_totals view as config source text: keyed by customer, captured from
+ * orders and customers. `fields` adds options (`partitions: 4,`).
+ */
+export function customerTotalsViewText(query = CUSTOMER_TOTALS_QUERY, fields = ''): string {
+  return `defineView({
       name: 'customer_totals',
       key: ['customer_id'],
       query: sql\`${query}\`,
       sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-    }),
-  ],
+      ${fields}
+    })`
 }
-`,
-  )
+
+/** Writes a matview.config.mjs with the canonical customer_totals view over `query`. */
+export function writeCustomerTotalsConfig(
+  dir: string,
+  database: string,
+  query = CUSTOMER_TOTALS_QUERY,
+): void {
+  writeConfig(dir, { database, batchSize: 25, views: [customerTotalsViewText(query)] })
 }

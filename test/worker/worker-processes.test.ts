@@ -9,7 +9,15 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { type Kysely, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { BIN, CLI_ENV, PACKAGE, runCli } from '../support/cli.js'
+import {
+  BIN,
+  CLI_ENV,
+  CUSTOMER_TOTALS_QUERY,
+  customerTotalsViewText,
+  PACKAGE,
+  runCli,
+  writeConfig,
+} from '../support/cli.js'
 import { available, freshDatabase, type TestDatabase } from '../support/dialects.js'
 
 // `matview worker` as users run it: the built bin, several processes on one PostgreSQL.
@@ -29,26 +37,18 @@ const VIEWS = {
   },
 }
 
-/** A config with customer_totals (column maps) and region_totals (a query mapping). */
-function writeConfig(dir: string, url: string, extra = '', top = ''): void {
-  writeFileSync(
-    join(dir, 'matview.config.mjs'),
-    `import { defineView, sql } from ${JSON.stringify(PACKAGE)}
-export default {
-  database: ${JSON.stringify(url)},
-  batchSize: 50,
-  ${top}
-  views: [
-    defineView({
-      name: 'customer_totals',
-      key: ['customer_id'],
-      query: sql\`SELECT o.customer_id, c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
-        FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'
-        GROUP BY o.customer_id, c.region\`,
-      sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-      ${extra}
-    }),
-    defineView({
+/**
+ * A config with customer_totals (column maps; `extra` adds to it) and region_totals (a query
+ * mapping); `top` adds top-level fields.
+ */
+function writeWorkerConfig(dir: string, url: string, extra = '', top = ''): void {
+  writeConfig(dir, {
+    database: url,
+    batchSize: 50,
+    fields: top,
+    views: [
+      customerTotalsViewText(CUSTOMER_TOTALS_QUERY, extra),
+      `defineView({
       name: 'region_totals',
       key: ['region'],
       query: sql\`SELECT c.region, count(*) AS order_count, sum(o.amount_cents) AS total_cents
@@ -58,11 +58,9 @@ export default {
         customers: { region: 'region' },
         orders: sql\`SELECT c.region FROM changed o JOIN customers c ON c.id = o.customer_id\`,
       },
-    }),
-  ],
-}
-`,
-  )
+    })`,
+    ],
+  })
 }
 
 interface WorkerProcess {
@@ -99,7 +97,7 @@ async function setup(extra = '', top = ''): Promise<{ db: Kysely<any>; dir: stri
   databases.push(database)
   await createDemoSchema(database.db, { customers: 100, orders: 1000 })
   const dir = mkdtempSync(join(tmpdir(), 'matview-worker-'))
-  writeConfig(dir, database.url!, extra, top)
+  writeWorkerConfig(dir, database.url!, extra, top)
   return { db: database.db, dir, url: database.url! }
 }
 

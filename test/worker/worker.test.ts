@@ -19,17 +19,11 @@ import {
   freshDatabase,
   type TestDatabase,
 } from '../support/dialects.js'
+import { customerTotals } from '../support/views.js'
 
 // The worker in this process (`Matview.worker`), on both databases: PGlite delivers NOTIFY to
 // listen() callbacks in-process, so change-driven updates work there too. The tests that need
 // several processes are in worker-processes.test.ts.
-
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 
 let cleanup: (() => Promise<void>)[] = []
 afterEach(async () => {
