@@ -1,18 +1,14 @@
 import { type Kysely, sql } from 'kysely'
 import pg from 'pg'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
-import { defineView, Matview } from '../../src/index.js'
+import { Matview } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import { useTestDatabase } from '../support/test-database.js'
+import { customerTotals } from '../support/views.js'
 
 const COLUMNS = ['customer_id', 'region', 'order_count', 'total_cents']
-const customerTotals = defineView({
-  name: 'customer_totals',
-  key: ['customer_id'],
-  query: customerTotalsQuery,
-  sources: { orders: { customer_id: 'customer_id' }, customers: { customer_id: 'id' } },
-})
 
 async function viewId(db: Kysely<any>): Promise<number> {
   const { rows } = await sql<{ id: number }>`
@@ -28,17 +24,16 @@ async function rowCount(db: Kysely<any>, table: string): Promise<number> {
 }
 
 describe.each(DIALECTS)('the capture inbox on %s', (dialect) => {
-  let database: TestDatabase
   let mv: Matview | undefined
-  beforeEach(async () => {
-    database = await freshDatabase(dialect)
-    await createDemoSchema(database.db, { customers: 50, orders: 400 })
-    mv = await Matview.open({ database, batchSize: 10, views: [customerTotals] })
-    expect((await mv.update()).views[0]).toMatchObject({ outcome: 'done' })
-  })
-  afterEach(async () => {
-    await mv?.close()
-    await database?.close()
+  const database = useTestDatabase(dialect, {
+    setup: async (database) => {
+      await createDemoSchema(database.db, { customers: 50, orders: 400 })
+      mv = await Matview.open({ database, batchSize: 10, views: [customerTotals] })
+      expect((await mv.update()).views[0]).toMatchObject({ outcome: 'done' })
+    },
+    teardown: async () => {
+      await mv?.close()
+    },
   })
 
   const same = async () =>
