@@ -165,8 +165,9 @@ export const NOTIFY_WINDOW_MS = 100
  */
 export function notifyStatement(catalog: string, id: number): RawBuilder<unknown> {
   const setting = sql.lit(`matview.notified_${id}`)
-  const now = sql`extract(epoch FROM clock_timestamp())`
-  return sql`IF ${now} - coalesce(nullif(current_setting(${setting}, true), '')::float8, 0) >= ${sql.lit(NOTIFY_WINDOW_MS / 1000)} THEN
+  // date_part, not extract: float8 arithmetic, where extract's numeric cost every statement.
+  const now = sql`pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())`
+  return sql`IF ${now} >= coalesce(nullif(pg_catalog.current_setting(${setting}, true), '')::float8, 0) + ${sql.lit(NOTIFY_WINDOW_MS / 1000)} THEN
     PERFORM set_config(${setting}, ${now}::text, false);
     PERFORM pg_notify(${sql.lit(notifyChannel(catalog))}, ${sql.lit(String(id))});
   END IF;`

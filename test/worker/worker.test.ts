@@ -138,7 +138,7 @@ describe.each(DIALECTS)('worker on %s', (dialect) => {
     for (const row of rows) {
       // 0.1's body is today's without the notify line.
       const old = row.body.replace(
-        /\n {2}IF extract\(epoch[\s\S]*?END IF;(?=\n {2}RETURN NULL;)/,
+        /\n {2}IF pg_catalog\.date_part\('epoch'[\s\S]*?END IF;(?=\n {2}RETURN NULL;)/,
         '',
       )
       expect(old).not.toContain('pg_notify')
