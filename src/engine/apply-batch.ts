@@ -48,10 +48,12 @@ export async function claimKeys(
  * the log before the claim that follows reads it, so a batch still recomputes every key after
  * the writes that logged it committed (DESIGN, correctness). Writers pay for one unindexed row
  * per statement; the log's index is kept by this one statement per batch instead of by every
- * write. A runner that finds another one moving (a partitioned view's appliers) leaves it to
- * that one: the rows are its to move, and waiting on their row locks would only hold this batch
- * back. Returns the keys moved (with their duplicates). A view created before the inbox existed
- * has none: its capture writes the log itself.
+ * write. Runners of a partitioned view move one at a time (a transaction-level advisory lock):
+ * one that finds another moving waits for it to commit, so its claim then sees the keys the other
+ * moved (a runner that skipped the move found its partitions empty and stopped while the other
+ * was still moving a burst), and then moves what arrived since. Returns the keys moved (with
+ * their duplicates). A view created before the inbox existed has none: its capture writes the
+ * log itself.
  */
 export async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
   if (!view.hasInbox) return 0
@@ -64,7 +66,7 @@ export async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<num
     sql<{ moved: string }>`
       WITH moved AS (
         DELETE FROM ${tableRef(whole.inbox)}
-        WHERE (SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(${lockKey}, 0)))
+        WHERE (SELECT true FROM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(${lockKey}, 0)))
         RETURNING ${keys}, matview_logged_at
       ), captured AS (
         SELECT ${keyColumns(view.key, 'u')}, m.matview_logged_at

@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely'
-import { pendingKeyScan } from './apply-batch.js'
+import { inboxRows, pendingKeyScan } from './apply-batch.js'
+import { keyColumns } from './key-sql.js'
 import { tableRef } from './names.js'
 import type { ViewRuntime } from './view-runtime.js'
 
@@ -67,10 +68,16 @@ async function estimatedRows(db: Kysely<any>, view: ViewRuntime): Promise<number
   return parsed[0].Plan['Plan Rows']
 }
 
-/** Distinct keys in the view's log, counted up to `limit`. */
+/**
+ * Distinct keys in the view's log (counted up to `limit`) and its inbox (all of it: the
+ * strategy is chosen before a burst in the inbox is moved; an empty inbox costs nothing).
+ */
 async function countKeys(db: Kysely<any>, view: ViewRuntime, limit: number): Promise<number> {
+  const keys = keyColumns(view.key)
   const { rows } = await sql<{ n: string }>`
     ${pendingKeyScan(view, limit)}
-    SELECT count(*) AS n FROM k`.execute(db)
+    SELECT count(*) AS n FROM (
+      SELECT ${keys} FROM k UNION SELECT ${keys} FROM ${inboxRows(view)} AS i
+    ) AS pending`.execute(db)
   return Number(rows[0]!.n)
 }

@@ -36,6 +36,8 @@ export interface ViewRuntime {
    * their capture writes the log directly, and `matview rebuild` gives them one.
    */
   hasInbox: boolean
+  /** The inbox's size on disk when the runtime was loaded (bytes, with its TOAST; 0 without). */
+  inboxBytes: number
 }
 
 /** Where a backfill stands: the key-range bounds (as text) and how many ranges are done. */
@@ -74,8 +76,8 @@ export async function loadViewRuntime(
   const { rows } = await sql<Record<string, any>>`
     SELECT id, kind, state, state_reason, definition_hash, backfill_checkpoint,
            target_schema, target_table, key_columns, columns, partitions,
-           pg_catalog.to_regclass(pg_catalog.quote_ident(${catalog}) || '.'
-                                  || pg_catalog.quote_ident('inbox_' || v.id)) IS NOT NULL AS has_inbox,
+           pg_catalog.pg_total_relation_size(pg_catalog.to_regclass(
+             pg_catalog.quote_ident(${catalog}) || '.' || pg_catalog.quote_ident('inbox_' || v.id))) AS inbox_bytes,
            (SELECT pg_catalog.json_agg(json_build_array(vs.position, vs.source_schema, vs.source_table)
                                        ORDER BY vs.position)
             FROM ${sql.id(catalog, 'view_sources')} AS vs
@@ -103,7 +105,9 @@ export async function loadViewRuntime(
     query: viewQuery(db, view),
     objects,
     partitions: Number(row.partitions ?? 1),
-    hasInbox: row.has_inbox === true,
+    // NULL: no such table (pg_total_relation_size of a NULL regclass).
+    hasInbox: row.inbox_bytes !== null,
+    inboxBytes: Number(row.inbox_bytes ?? 0),
     staged: sourceRows.map(({ position, table }) => ({
       position,
       table,

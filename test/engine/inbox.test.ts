@@ -123,7 +123,7 @@ describe('the capture inbox on PostgreSQL, with a second session', () => {
     await database?.close()
   })
 
-  it('a run that finds another runner moving the inbox leaves it to that one and does not wait', async ({
+  it('a run that finds another runner moving the inbox waits for it, then applies what it moved', async ({
     skip,
   }) => {
     if (!DIALECTS.includes('postgres')) skip()
@@ -135,7 +135,7 @@ describe('the capture inbox on PostgreSQL, with a second session', () => {
     await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id <= 4`.execute(
       database.db,
     )
-    // The other runner: holds the view's move lock in an open transaction.
+    // Another runner (a partitioned view's second applier) moving the inbox, not yet committed.
     const other = new pg.Client({ connectionString: database.url })
     await other.connect()
     try {
@@ -143,16 +143,23 @@ describe('the capture inbox on PostgreSQL, with a second session', () => {
       await other.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
         `matview:inbox:${id}`,
       ])
-      const run = (await mv.update()).views[0]!
-      expect(run).toMatchObject({ outcome: 'done', updated: 0 })
-      expect(await rowCount(database.db, `inbox_${id}`)).toBe(1)
+      await other.query(`
+        WITH moved AS (DELETE FROM matview.inbox_${id} RETURNING customer_id)
+        INSERT INTO matview.log_${id} (customer_id) SELECT DISTINCT unnest(customer_id) FROM moved`)
+      const started = Date.now()
+      const running = mv.update()
+      await new Promise((resolve) => setTimeout(resolve, 300))
       await other.query('COMMIT')
+      const run = (await running).views[0]!
+      // It waited for the other's move, and its claim found the keys that one moved.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(300)
+      expect(run).toMatchObject({ outcome: 'done' })
+      expect(run.updated).toBeGreaterThan(0)
     } finally {
       await other.end()
     }
-    const after = (await mv.update()).views[0]!
-    expect(after).toMatchObject({ outcome: 'done' })
-    expect(after.updated).toBeGreaterThan(0)
+    expect(await rowCount(database.db, `inbox_${id}`)).toBe(0)
+    expect(await rowCount(database.db, `log_${id}`)).toBe(0)
     expect(
       await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, COLUMNS),
     ).toEqual({ extra: [], missing: [] })

@@ -173,6 +173,7 @@ export function shadowRuntime(
     objects,
     partitions: record.partitions,
     hasInbox: true,
+    inboxBytes: 0,
     staged: record.sources
       .filter((s) => s.mapping === 'query')
       .map((s) => ({
