@@ -47,7 +47,7 @@ export async function createCapture(
   const what =
     target.kind === 'query'
       ? `stages the changed rows of ${displayName(source)} in ${displayName(target.stage)}`
-      : `logs the keys of the changed rows of ${displayName(source)} in ${displayName(target.log)}`
+      : `appends the keys of each statement's changed rows of ${displayName(source)} to ${displayName(target.log)}`
   await ddl.run(trx, {
     comment: `Capture function: ${what}, once per statement`,
     sql: sql`
