@@ -189,6 +189,16 @@ export async function checkDefinition(
     shape.columns,
     (c) => `key column "${c}" is not a column of the query's result`,
   )
+  for (const k of view.key) {
+    const type = shape.columns.find((c) => c.name === k)!.type
+    // The capture appends each statement's keys as one array per key column (capture-ddl.ts):
+    // array_agg of an array key would make a two-dimensional array, or fail the writer's
+    // statement when two keys differ in length.
+    if (type.endsWith('[]'))
+      fail(
+        `key column "${k}" is an array (${type}); key the view by scalar columns (unnest the array in the query)`,
+      )
+  }
   for (const index of view.indexes ?? []) {
     requireColumns(
       view.name,

@@ -364,6 +364,17 @@ const BAD_DEFINITIONS: BadDefinition[] = [
     error: [/key names a column twice: customer_id, customer_id/],
   },
   {
+    title: 'a key column that is an array',
+    view: defineView({
+      name: 'broken',
+      key: ['customer_ids'],
+      query: sql`SELECT array_agg(customer_id ORDER BY customer_id) AS customer_ids, count(*) AS n
+                 FROM orders GROUP BY status`,
+      sources: { orders: sql`SELECT array_agg(customer_id) AS customer_ids FROM changed` },
+    }),
+    error: [/key column "customer_ids" is an array \(bigint\[\]\); key the view by scalar columns/],
+  },
+  {
     title: 'a column map from a column that cannot hold the key',
     view: defineView({
       name: 'broken',
