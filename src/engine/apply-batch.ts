@@ -55,7 +55,7 @@ export async function claimKeys(
  * their duplicates). A view created before the inbox existed has none: its capture writes the
  * log itself.
  */
-export async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
+async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
   if (!view.hasInbox) return 0
   // The whole view's log: a partition's runtime names its own partition as the log, but a
   // moved key may belong to any partition (the parent routes it).

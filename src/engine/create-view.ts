@@ -299,7 +299,7 @@ export async function createViewObjects(
   const partitions = viewPartitions(view)
   if (partitions === 1) {
     await ddl.run(trx, {
-      comment: 'The change log: keys written by the capture triggers, claimed by each batch',
+      comment: 'The change log: keys moved from the inbox, claimed by each batch',
       sql: sql`CREATE TABLE ${tableRef(objects.log)} AS SELECT ${keyList} FROM ${tableRef(target)} WITH NO DATA`,
     })
     await ddl.run(trx, {
@@ -371,11 +371,10 @@ export async function createViewObjects(
 }
 
 /**
- * A change log split into `partitions` hash partitions of the key: the capture triggers and
- * the staged rows' mapping insert into the parent, which routes each key to its partition, and
+ * A change log split into `partitions` hash partitions of the key: the inbox's move and the
+ * staged rows' mapping insert into the parent, which routes each key to its partition, and
  * each partition is claimed and applied on its own, under its own lock. A partitioned table
- * cannot be made by `CREATE TABLE AS`: its key columns are declared with the types PostgreSQL
- * gives the query's columns (`format_type`, which quotes what needs it).
+ * cannot be made by `CREATE TABLE AS`.
  */
 async function createPartitionedLog(
   trx: Kysely<any>,
@@ -385,16 +384,11 @@ async function createPartitionedLog(
   partitions: number,
   ddl: DdlSink,
 ): Promise<void> {
-  const columns = view.key.map((k) => {
-    const type = checked.columnTypes.find((c) => c.name === k)!.type
-    // DDL: a type cannot be a parameter; the text is PostgreSQL's own format_type output.
-    return sql`${sql.id(k)} ${sql.raw(type)}`
-  })
   await ddl.run(trx, {
-    comment: `The change log, split by a hash of the key into ${partitions} partitions: keys written by the capture triggers, claimed partition by partition`,
+    comment: `The change log, split by a hash of the key into ${partitions} partitions: keys moved from the inbox, claimed partition by partition`,
     sql: sql`
 CREATE TABLE ${tableRef(objects.log)} (
-  ${sql.join(columns)},
+  ${keyColumnDefinitions(view, checked, '')},
   matview_logged_at timestamptz NOT NULL DEFAULT now()
 ) PARTITION BY HASH (${columnList(view.key)})`,
   })
@@ -404,6 +398,24 @@ CREATE TABLE ${tableRef(objects.log)} (
       sql: sql`CREATE TABLE ${tableRef(objects.logPartition(k))} PARTITION OF ${tableRef(objects.log)} FOR VALUES WITH (MODULUS ${sql.lit(partitions)}, REMAINDER ${sql.lit(k)})`,
     })
   }
+}
+
+/**
+ * `key_column type<suffix>, …`, with the types PostgreSQL gives the query's key columns
+ * (`format_type`, which quotes what needs it): a table that is not made by `CREATE TABLE AS`.
+ */
+function keyColumnDefinitions(
+  view: DeclarativeView,
+  checked: CheckedDefinition,
+  suffix: '' | '[] NOT NULL',
+): RawBuilder<unknown> {
+  return sql.join(
+    view.key.map((k) => {
+      const type = checked.columnTypes.find((c) => c.name === k)!.type
+      // DDL: a type cannot be a parameter; the text is PostgreSQL's own format_type output.
+      return sql`${sql.id(k)} ${sql.raw(`${type}${suffix}`)}`
+    }),
+  )
 }
 
 /**
@@ -419,17 +431,12 @@ async function createInbox(
   objects: ReturnType<typeof viewObjects>,
   ddl: DdlSink,
 ): Promise<void> {
-  const columns = view.key.map((k) => {
-    const type = checked.columnTypes.find((c) => c.name === k)!.type
-    // DDL: a type cannot be a parameter; the text is PostgreSQL's own format_type output.
-    return sql`${sql.id(k)} ${sql.raw(type)}[] NOT NULL`
-  })
   await ddl.run(trx, {
     comment:
       "The inbox: the capture triggers append each statement's keys here as arrays, unindexed; each claim moves them into the log",
     sql: sql`
 CREATE TABLE ${tableRef(objects.inbox)} (
-  ${sql.join(columns)},
+  ${keyColumnDefinitions(view, checked, '[] NOT NULL')},
   matview_logged_at timestamptz NOT NULL DEFAULT now()
 )`,
   })

@@ -5,7 +5,7 @@ import type { KindRunner, RunContext, StopReason } from '../runner/kind-runner.j
 import type { DeclarativeView } from '../views/declarative.js'
 import { applyKeys, claimKeys, inboxRows, resolveStaged } from './apply-batch.js'
 import { acceptPrintedObjects } from './check-printed-objects.js'
-import { chooseRebuild } from './choose-strategy.js'
+import { burstInInbox, chooseRebuild } from './choose-strategy.js'
 import { createView, PRINTED_STATE_REASON } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { fillTable } from './fill-table.js'
@@ -188,9 +188,8 @@ async function applyPending(
         if (resolved < STAGE_CHUNK) break
       }
     }
-    if (!strategyChosen && ctx.strategy === 'auto' && view.inboxBytes >= INBOX_WORTH_COUNTING) {
-      // A burst waits in the inbox: decide before the claim moves it into the log, as a
-      // rebuild throws the moved keys away (the move of a 100,000-key burst took 0.56 s).
+    if (!strategyChosen && ctx.strategy === 'auto' && burstInInbox(view)) {
+      // Before the claim would move the burst into the log (see burstInInbox).
       strategyChosen = true
       const why = await rebuildReason(view, ctx)
       if (why) {
@@ -360,13 +359,6 @@ async function countPending(db: Kysely<any>, view: ViewRuntime): Promise<number>
   )
   return Number(rows[0]!.n)
 }
-
-/**
- * An inbox this large (bytes on disk) may hold enough keys for `auto` to rebuild: then the
- * strategy is chosen before the claim, from the keys in the log and the inbox. About 8,000
- * bigint keys; `auto` never rebuilds for fewer than 5,000.
- */
-const INBOX_WORTH_COUNTING = 64 * 1024
 
 /**
  * A drain that deleted this many log and inbox rows vacuums both: the log's dead index entries

@@ -42,8 +42,9 @@ export function viewObjects(catalog: string, id: number) {
     /** Keys to apply, indexed: batches claim from it in key order and delete what they apply. */
     log: { schema: catalog, table: `log_${id}` } as QualifiedTable,
     /**
-     * What the capture triggers append to: the log's columns, no index, so a writer pays one
-     * heap insert per key and no index maintenance. Each claim first moves it into the log.
+     * What the capture triggers append to: one row per statement, the key columns as arrays,
+     * no index, so a writer pays one heap insert and no index upkeep. Each claim first moves
+     * it into the log (see `moveInbox`).
      */
     inbox: { schema: catalog, table: `inbox_${id}` } as QualifiedTable,
     /** Partition `k` (from 0) of a partitioned change log. */
@@ -68,7 +69,7 @@ export function columnList(columns: readonly string[], alias?: string): RawBuild
 
 /**
  * The lock of one partition of a view: its appliers hold the view's lock shared and this one
- * exclusive (see `src/engine/partitions.ts`).
+ * exclusive (see `applyPartitions` in `src/engine/declarative-runner.ts`).
  */
 export function partitionLockKey(catalog: string, view: string, k: number) {
   return { schema: catalog, name: `${view}#p${k}` }

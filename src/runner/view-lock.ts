@@ -5,7 +5,7 @@ import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import type { LockKey } from '../dialects/dialect-adapter.js'
 import { claimKeys } from '../engine/apply-batch.js'
-import { chooseRebuild } from '../engine/choose-strategy.js'
+import { burstInInbox, chooseRebuild } from '../engine/choose-strategy.js'
 import { loadViewRuntime } from '../engine/view-runtime.js'
 import { definitionHash } from '../engine/view-sql.js'
 import type { DeclarativeView } from '../views/declarative.js'
@@ -134,7 +134,11 @@ async function rebuildCheaper(
 ): Promise<boolean> {
   const runtime = await loadViewRuntime(conn, config.schema, view)
   if (!runtime) return false
-  const keys = await claimKeys(conn, runtime, options.batchSize, undefined)
-  if (keys.length < options.batchSize) return false
+  // As the whole view's run decides (declarative-runner.ts): a burst in the inbox is counted
+  // where it waits; otherwise only a full first claim is worth a count.
+  if (!burstInInbox(runtime)) {
+    const keys = await claimKeys(conn, runtime, options.batchSize, undefined)
+    if (keys.length < options.batchSize) return false
+  }
   return (await chooseRebuild(conn, runtime, config.rebuildShare)).rebuild
 }
