@@ -19,6 +19,7 @@ import {
   REBUILD_SWAP_ATTEMPTS,
   rebuildView,
 } from './rebuild/rebuild-view.js'
+import { checkSources } from './schema-check.js'
 import { applyIsolating } from './set-aside.js'
 import { loadViewRuntime, partitionRuntime, type ViewRuntime } from './view-runtime.js'
 import { definitionHash } from './view-sql.js'
@@ -30,6 +31,11 @@ import { definitionHash } from './view-sql.js'
  */
 export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
+    // Before anything reads the catalog row: a source replaced, altered or given a partition
+    // since the last run is repaired or marks the view (DESIGN, the schema is watched).
+    const changed = await checkSources(ctx.conn, ctx.schema, view.name, true)
+    if (changed.length > 0)
+      ctx.logger.debug(`view "${view.name}": its sources changed: ${changed.join('; ')}`)
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
     const hash = definitionHash(ctx.conn, view)
     if (ctx.lockMode === 'shared') {
