@@ -274,7 +274,15 @@ function checkSources(s: RawBuilder<unknown>, schema: string): RawBuilder<unknow
           FOR v_t IN SELECT unnest(v_now) EXCEPT SELECT unnest(v_src.recorded) LOOP
             -- Captured already (made by create, or its triggers stayed): no write was missed.
             CONTINUE WHEN (SELECT count(*) FROM pg_trigger WHERE tgrelid = v_t AND tgname = ANY (v_names)) = 4;
-            IF p_repair THEN PERFORM ${s}.copy_capture(v_src.oid, v_t, v_names); END IF;
+            IF p_repair THEN
+              BEGIN
+                PERFORM ${s}.copy_capture(v_src.oid, v_t, v_names);
+              EXCEPTION WHEN insufficient_privilege THEN
+                v_reason := format('%s became a partition or child of source %I.%I, and matview''s role may not put its capture triggers on it (grant it TRIGGER on the table, docs/least-privilege.md)',
+                                   v_t::regclass, v_src.nsp, v_src.rel);
+                CONTINUE;
+              END;
+            END IF;
             IF v_t IS DISTINCT FROM p_created THEN
               v_reason := format('%s became a partition or child of source %I.%I and its rows were not captured',
                                  v_t::regclass, v_src.nsp, v_src.rel);
