@@ -57,6 +57,14 @@ export async function createEventTriggers(trx: Kysely<any>, schema: string): Pro
   const { rows } = await sql<{ superuser: boolean }>`
     SELECT rolsuper AS superuser FROM pg_catalog.pg_roles WHERE rolname = current_user`.execute(trx)
   if (!rows[0]?.superuser) return false
+  // Names are database-wide and cut at 63 bytes: a catalog whose cut name another catalog of
+  // the database already took keeps to the run-start check.
+  const { rows: taken } = await sql<{ n: number }>`
+    SELECT count(*)::int AS n FROM pg_catalog.pg_event_trigger
+    WHERE evtname IN (${eventTriggerName(schema, 'ddl')}::name, ${eventTriggerName(schema, 'drop')}::name)`.execute(
+    trx,
+  )
+  if (taken[0]!.n > 0) return false
   await sql`
     CREATE EVENT TRIGGER ${sql.id(eventTriggerName(schema, 'ddl'))} ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
@@ -259,6 +267,9 @@ function checkSources(s: RawBuilder<unknown>, schema: string): RawBuilder<unknow
           END IF;
         END IF;
 
+        -- A rebuild without capture of its own (one that shares the view's) has nothing more here.
+        CONTINUE WHEN v_reason IS NULL AND v_src.for_rebuild AND NOT EXISTS (
+          SELECT 1 FROM pg_trigger WHERE tgrelid = v_src.oid AND tgname = ANY (v_names));
         IF v_reason IS NULL
            AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = v_src.oid AND tgname = ANY (v_names)) < 4 THEN
           v_reason := format('the capture triggers on source %I.%I were dropped', v_src.nsp, v_src.rel);
