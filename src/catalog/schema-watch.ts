@@ -34,14 +34,21 @@ export async function installSchemaWatch(trx: Kysely<any>, schema: string): Prom
     sql`${s}.check_sources(p_view text, p_created oid, p_altered oid, p_repair boolean) RETURNS text[]`,
     checkSources(s, schema),
   )
+  // Inside the application's DDL transaction: a lock matview holds (a rebuild's swap) makes the
+  // watch give up after a moment (a WARNING, the next run checks), never hold the DDL long.
   await createFunction(trx, sql`${s}.watch_ddl() RETURNS event_trigger`, watchDdl(s), {
     definer: true,
+    lockTimeout: true,
   })
   await createFunction(trx, sql`${s}.watch_drop() RETURNS event_trigger`, watchDrop(s), {
     definer: true,
+    lockTimeout: true,
   })
   await createEventTriggers(trx, schema)
 }
+
+/** How long the event triggers wait for a lock before they give up (and warn). */
+const WATCH_LOCK_TIMEOUT = '2s'
 
 /** The setting `markOwnDdl` (capture-ddl.ts) sets: the watch leaves matview's own DDL alone. */
 const OWN = sql.lit('matview.own_ddl')
@@ -85,7 +92,7 @@ async function createFunction(
   trx: Kysely<any>,
   signature: RawBuilder<unknown>,
   body: RawBuilder<unknown>,
-  options: { definer?: boolean } = {},
+  options: { definer?: boolean; lockTimeout?: boolean } = {},
 ): Promise<void> {
   const text = body.compile(trx)
   if (text.parameters.length > 0) throw new Error('internal: a function body carries parameters')
@@ -93,6 +100,7 @@ async function createFunction(
     CREATE OR REPLACE FUNCTION ${signature}
     LANGUAGE plpgsql ${options.definer ? sql`SECURITY DEFINER` : sql``}
     SET search_path = pg_catalog, pg_temp
+    ${options.lockTimeout ? sql`SET lock_timeout = ${sql.lit(WATCH_LOCK_TIMEOUT)}` : sql``}
     AS ${sql.lit(text.sql)}`.execute(trx)
 }
 
