@@ -255,6 +255,12 @@ describe.each(DIALECTS)('partitioned and inherited sources on %s', (dialect) => 
     expect((await mv.update()).views.map((v) => v.outcome)).toEqual(['done', 'done'])
     await inSync(db, 'totals_2024', Y2024, ['customer_id', 'total'])
     await inSync(db, 'archive_totals', ARCHIVE, ['customer_id', 'qty'])
+    // TRUNCATE of the parent empties the partition: its own TRUNCATE trigger fires.
+    await sql`TRUNCATE orders`.execute(db)
+    expect(await state(db, 'totals_2024')).toEqual({
+      state: 'needs_rebuild',
+      state_reason: 'source public.orders_2024 was truncated',
+    })
     await mv.close()
   })
 
