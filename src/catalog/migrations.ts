@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { installSchemaWatch } from './schema-watch.js'
 
 /**
  * The catalog's numbered migrations. A fresh database runs them all; an older catalog runs the
@@ -211,6 +212,16 @@ export const MIGRATIONS: readonly Migration[] = [
         )`.execute(trx)
       // Pruning runs deletes their rows here through the foreign key: one probe per run.
       await sql`CREATE INDEX run_partitions_run_idx ON ${s}.run_partitions (run_id)`.execute(trx)
+    },
+  },
+  {
+    version: 7,
+    description:
+      'schema watch: descendants and mapped columns of sources, check_sources, event triggers',
+    async up(trx, schema) {
+      // A source replaced, renamed or altered, a partition attached, detached or dropped:
+      // see schema-watch.ts. Event triggers only where the role may create them (superuser).
+      await installSchemaWatch(trx, schema)
     },
   },
 ]

@@ -7,6 +7,7 @@ import {
   tableRef,
   type ViewObjects,
 } from './names.js'
+import { type SourceTree, sourceTree } from './source-tree.js'
 
 /** What the capture triggers on one source write, and where. */
 export type CaptureTarget =
@@ -32,6 +33,13 @@ export type CaptureTarget =
  * one trigger call, and it never reads other tables (DESIGN, Capture). `SECURITY DEFINER` with a
  * fixed `search_path` lets the application role write sources without rights on the log, and
  * keeps objects in other schemas from being put in its way.
+ *
+ * The triggers go on the source and on each of its partitions and inheritance children (a
+ * statement fires the triggers of the table it names only), and the write triggers on each of
+ * its parents (their statements change its rows too); a statement's transition tables hold the
+ * rows of the whole tree below the table it names, so no row is captured twice. Returns the
+ * descendants, which the catalog records: the schema watch compares them with the tree as it is
+ * (`schema-watch.ts`), and copies these triggers onto a partition created later.
  */
 export async function createCapture(
   trx: Kysely<any>,
@@ -41,9 +49,9 @@ export async function createCapture(
   source: QualifiedTable,
   target: CaptureTarget,
   ddl: DdlSink = executeDdl,
-): Promise<void> {
+): Promise<{ descendants: string[] }> {
+  await markOwnDdl(trx)
   const fn = objects.captureFunction(position)
-  const on = tableRef(source)
   const what =
     target.kind === 'query'
       ? `stages the changed rows of ${displayName(source)} in ${displayName(target.stage)}`
@@ -55,8 +63,40 @@ CREATE FUNCTION ${fn}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS ${sql.lit(captureFunctionBody(trx, target, catalog, objects.id))}`,
   })
+  const tree = await sourceTreeByName(trx, source)
+  await createCaptureTriggers(trx, objects, catalog, position, source, 'source', ddl)
+  for (const table of tree.descendants) {
+    await createCaptureTriggers(trx, objects, catalog, position, table, 'descendant', ddl)
+  }
+  for (const table of tree.ancestors) {
+    await createCaptureTriggers(trx, objects, catalog, position, table, 'ancestor', ddl)
+  }
+  return { descendants: tree.descendants.map((t) => t.oid) }
+}
+
+/**
+ * The triggers of one table of a source's tree, calling the source's capture function. A
+ * parent of the source gets no TRUNCATE trigger: `TRUNCATE parent` fires the source's own.
+ */
+async function createCaptureTriggers(
+  trx: Kysely<any>,
+  objects: ViewObjects,
+  catalog: string,
+  position: number,
+  table: QualifiedTable,
+  role: 'source' | 'descendant' | 'ancestor',
+  ddl: DdlSink,
+): Promise<void> {
+  const fn = objects.captureFunction(position)
+  const on = tableRef(table)
+  const label =
+    role === 'source'
+      ? displayName(table)
+      : role === 'descendant'
+        ? `${displayName(table)}, a partition or child of the source`
+        : `${displayName(table)}, a parent of the source`
   await ddl.run(trx, {
-    comment: `Capture triggers on ${displayName(source)}: statement-level, with transition tables`,
+    comment: `Capture triggers on ${label}: statement-level, with transition tables`,
     sql: sql`
 CREATE TRIGGER ${sql.id(objects.trigger(position, 'insert'))} AFTER INSERT ON ${on}
 REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
@@ -74,6 +114,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
 CREATE TRIGGER ${sql.id(objects.trigger(position, 'delete'))} AFTER DELETE ON ${on}
 REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
   })
+  if (role === 'ancestor') return
   await ddl.run(trx, {
     comment: 'A TRUNCATE marks the view needs_rebuild',
     sql: sql`
@@ -81,6 +122,26 @@ CREATE TRIGGER ${sql.id(objects.trigger(position, 'truncate'))} AFTER TRUNCATE O
 FOR EACH STATEMENT EXECUTE FUNCTION ${sql.id(catalog, 'mark_truncated')}()`,
   })
 }
+
+async function sourceTreeByName(trx: Kysely<any>, source: QualifiedTable): Promise<SourceTree> {
+  const { rows } = await sql<{ oid: string | null }>`
+    SELECT pg_catalog.to_regclass(pg_catalog.quote_ident(${source.schema}) || '.' ||
+           pg_catalog.quote_ident(${source.table}))::oid::int8::text AS oid`.execute(trx)
+  const oid = rows[0]?.oid
+  return oid ? sourceTree(trx, oid) : { descendants: [], ancestors: [] }
+}
+
+/**
+ * Tells the schema watch (the event triggers of `schema-watch.ts`) that the rest of this
+ * transaction is matview's own DDL on sources and targets: creating, swapping or dropping a
+ * view's capture must not be taken for an application's schema change.
+ */
+export async function markOwnDdl(trx: Kysely<any>): Promise<void> {
+  await sql`SELECT pg_catalog.set_config(${OWN_DDL_SETTING}, 'on', true)`.execute(trx)
+}
+
+/** The session setting `markOwnDdl` sets, local to the transaction. */
+export const OWN_DDL_SETTING = 'matview.own_ddl'
 
 /** The text of a capture function's body, as `createCapture` creates it (and `create` checks). */
 export function captureFunctionBody(

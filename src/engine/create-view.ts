@@ -15,6 +15,7 @@ import {
 import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { postgresError } from './postgres-errors.js'
+import { sourceTree } from './source-tree.js'
 import { mappingQuery, viewQuery } from './view-runtime.js'
 import { definitionHash, isQueryMapping, sourceNames, viewPartitions } from './view-sql.js'
 
@@ -100,15 +101,21 @@ SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence(${v(`${quoteIdent(cat
     ddl,
   )
   for (const source of sources) {
-    // Printed, a source is named, not given by oid: oids differ between databases.
+    // Printed, a source is named, not given by oid: oids differ between databases. Its
+    // descendants are left unrecorded (NULL): the first run's schema check records them.
     const oid = printed
       ? sql`${v(`${quoteIdent(source.schema)}.${quoteIdent(source.table)}`)}::regclass::oid`
       : sql`${source.oid}::int8::oid`
+    const descendants = printed ? sql`NULL` : sql`${`{${source.descendants.join(',')}}`}::oid[]`
+    const mapped =
+      source.mappedColumns === null
+        ? sql`NULL`
+        : sql`${v(JSON.stringify(source.mappedColumns))}::jsonb`
     await ddl.run(trx, {
       comment: `Source ${source.position}: ${source.schema}.${source.table}`,
       sql: sql`
-INSERT INTO ${sql.id(catalog, 'view_sources')} (view, position, source_oid, source_schema, source_table, mapping)
-VALUES (${v(view.name)}, ${v(source.position)}, ${oid}, ${v(source.schema)}, ${v(source.table)}, ${v(source.mapping)})`,
+INSERT INTO ${sql.id(catalog, 'view_sources')} (view, position, source_oid, source_schema, source_table, mapping, descendants, mapped_columns)
+VALUES (${v(view.name)}, ${v(source.position)}, ${oid}, ${v(source.schema)}, ${v(source.table)}, ${v(source.mapping)}, ${descendants}, ${mapped})`,
     })
   }
 }
@@ -141,6 +148,10 @@ export interface SourceRecord {
   schema: string
   table: string
   mapping: 'columns' | 'query'
+  /** Its partitions and inheritance children (oids), which carry its capture too. */
+  descendants: string[]
+  /** The source columns a column map reads the key from, with their types; null for a query. */
+  mappedColumns: Column[] | null
 }
 
 /**
@@ -246,6 +257,9 @@ export async function checkDefinition(
       )
     }
   }
+  for (const [i, source] of sources.entries()) {
+    await requireCapturableParents(view.name, trx, names[i]!, source, view, sourceColumns)
+  }
   await requireUsableKey(trx, view, query)
   return {
     hash,
@@ -256,6 +270,38 @@ export async function checkDefinition(
     names,
     sources,
     sourceColumns,
+  }
+}
+
+/**
+ * A source that is an inheritance child is written through its parents too (`UPDATE parent`
+ * changes the child's rows), and the capture on a parent sees those rows in the parent's row
+ * type: a parent must have every column the capture reads (the mapped columns, or for a
+ * query-mapped source all of them), or its statements could not be captured. Partitions
+ * always have their parent's columns.
+ */
+async function requireCapturableParents(
+  viewName: string,
+  trx: Kysely<any>,
+  name: string,
+  source: FoundTable,
+  view: DeclarativeView,
+  sourceColumns: Map<string, Column[]>,
+): Promise<void> {
+  const { ancestors } = await sourceTree(trx, source.oid)
+  const mapping = view.sources[name]!
+  const needed = isQueryMapping(mapping)
+    ? (sourceColumns.get(source.oid) ?? []).map((c) => c.name)
+    : Object.values(mapping)
+  for (const parent of ancestors) {
+    const have = new Set((await columnsOf(trx, parent.oid)).map((c) => c.name))
+    const missing = needed.filter((c) => !have.has(c))
+    if (missing.length > 0) {
+      throw new ViewDefinitionError(
+        viewName,
+        `source "${name}" inherits from ${tableLabel(parent)}, which lacks its column${missing.length > 1 ? 's' : ''} ${missing.map((c) => `"${c}"`).join(', ')}: writes naming ${tableLabel(parent)} change its rows but could not be captured; make ${tableLabel(parent)} the source (filter by tableoid in the query) or give it the columns`,
+      )
+    }
   }
 }
 
@@ -320,6 +366,13 @@ export async function createViewObjects(
   for (const [position, source] of sources.entries()) {
     const name = names[position]!
     const mapping = view.sources[name]!
+    const record = {
+      position,
+      oid: source.oid,
+      schema: source.schema,
+      table: source.table,
+      mapping: isQueryMapping(mapping) ? ('query' as const) : ('columns' as const),
+    }
     if (isQueryMapping(mapping)) {
       const stage = objects.stage(position)
       await createStage(trx, stage, ddl)
@@ -335,7 +388,16 @@ export async function createViewObjects(
         mapped.columns,
         (c) => `the mapping of source "${name}" does not return key column "${c}"`,
       )
-      await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage }, ddl)
+      const captured = await createCapture(
+        trx,
+        objects,
+        catalog,
+        position,
+        source,
+        { kind: 'query', stage },
+        ddl,
+      )
+      records.push({ ...record, descendants: captured.descendants, mappedColumns: null })
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
       // Plans an INSERT of the source's columns as keys once (into the log, whose columns have
@@ -349,7 +411,7 @@ export async function createViewObjects(
             `source "${name}" cannot feed the key from ${mapped.map((c) => `"${c}"`).join(', ')}: ${pgError.message}`,
           )
         })
-      await createCapture(
+      const captured = await createCapture(
         trx,
         objects,
         catalog,
@@ -358,14 +420,12 @@ export async function createViewObjects(
         { kind: 'columns', log: objects.inbox, keyColumns: view.key, sourceColumns: mapped },
         ddl,
       )
+      // What the capture reads by name: the schema watch stops it when one is renamed,
+      // dropped or retyped, before the application's writes would fail on it.
+      const columns = checked.sourceColumns.get(source.oid) ?? []
+      const mappedColumns = mapped.map((name) => columns.find((c) => c.name === name)!)
+      records.push({ ...record, descendants: captured.descendants, mappedColumns })
     }
-    records.push({
-      position,
-      oid: source.oid,
-      schema: source.schema,
-      table: source.table,
-      mapping: isQueryMapping(mapping) ? 'query' : 'columns',
-    })
   }
   return records
 }

@@ -19,6 +19,7 @@ import {
   REBUILD_SWAP_ATTEMPTS,
   rebuildView,
 } from './rebuild/rebuild-view.js'
+import { checkSources } from './schema-check.js'
 import { applyIsolating } from './set-aside.js'
 import { loadViewRuntime, partitionRuntime, type ViewRuntime } from './view-runtime.js'
 import { definitionHash } from './view-sql.js'
@@ -35,6 +36,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
     if (ctx.lockMode === 'shared') {
       // The lock was taken shared only for a ready partitioned view (src/runner/view-lock.ts).
       if (!runtime) throw new ViewRunError(view.name, 'internal: shared lock on a view not created')
+      runtime = await checkSchema(view, runtime, ctx)
       checkRunnable(view, runtime, hash)
       return applyPartitions(runtime, view, ctx)
     }
@@ -47,6 +49,9 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       ctx.notes.push('objects from "matview sql" checked')
       runtime = { ...runtime, stateReason: null }
     }
+    // Objects from "matview sql" are checked above, as printed; then, as for every view, the
+    // sources as they are now.
+    if (runtime) runtime = await checkSchema(view, runtime, ctx)
     if (runtime?.state === 'building' && runtime.definitionHash !== hash) {
       // Never served: start again from the new definition rather than ask for a rebuild.
       await discard(ctx, runtime)
@@ -106,6 +111,21 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
     if (!runtime) return { total: 0, detail: { notCreated: 1 }, lagSeconds: null }
     return pendingWork(db, runtime)
   },
+}
+
+/**
+ * A source replaced, altered or given a partition since the last run is repaired, or marks the
+ * view (DESIGN, the schema is watched): one statement per run. Returns the runtime as it is now.
+ */
+async function checkSchema(
+  view: DeclarativeView,
+  runtime: ViewRuntime,
+  ctx: RunContext,
+): Promise<ViewRuntime> {
+  const changed = await checkSources(ctx.conn, ctx.schema, view.name, true)
+  if (changed.length === 0) return runtime
+  ctx.logger.debug(`view "${view.name}": its sources changed: ${changed.join('; ')}`)
+  return (await loadViewRuntime(ctx.conn, ctx.schema, view)) ?? runtime
 }
 
 async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {

@@ -4,14 +4,13 @@ import type { Database } from '../dialects/connect.js'
 import { UsageError } from '../errors/matview-error.js'
 import { type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { discardRebuild } from './rebuild/discard-rebuild.js'
+import { dropCaptureTriggers } from './schema-check.js'
 
 export interface DropResult {
   view: string
   /** The target table was dropped too (not with `keepTable`, never for hand-written views). */
   droppedTable: boolean
 }
-
-const EVENTS = ['insert', 'update', 'delete', 'truncate'] as const
 
 /**
  * Removes a view from the database: its capture triggers and functions, change log, staging
@@ -110,25 +109,17 @@ async function dropObjects(
   id: number,
 ): Promise<void> {
   const objects = viewObjects(catalog, id)
-  const { rows: sources } = await sql<{
-    position: number
-    source_schema: string
-    source_table: string
-    exists: boolean
-  }>`
-    SELECT position, source_schema, source_table,
-           EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = source_schema AND c.relname = source_table) AS exists
-    FROM ${sql.id(catalog, 'view_sources')} WHERE view = ${name}`.execute(trx)
+  const { rows: sources } = await sql<{ position: number }>`
+    SELECT position FROM ${sql.id(catalog, 'view_sources')} WHERE view = ${name}`.execute(trx)
+  // By trigger name, not by the source's name: a source dropped, renamed or replaced since
+  // (a new table under its name) must not be looked for by that name.
+  await dropCaptureTriggers(
+    trx,
+    catalog,
+    id,
+    sources.map((s) => s.position),
+  )
   for (const source of sources) {
-    const table = tableRef({ schema: source.source_schema, table: source.source_table })
-    if (source.exists) {
-      for (const event of EVENTS) {
-        await sql`DROP TRIGGER IF EXISTS ${sql.id(objects.trigger(source.position, event))} ON ${table}`.execute(
-          trx,
-        )
-      }
-    }
     await sql`DROP FUNCTION IF EXISTS ${objects.captureFunction(source.position)}()`.execute(trx)
     await sql`DROP TABLE IF EXISTS ${tableRef(objects.stage(source.position))}`.execute(trx)
   }

@@ -2,6 +2,8 @@ import { lastRuns, type RunRecord } from '../catalog/runs.js'
 import { readViewRows, type ViewState } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import { PRINTED_STATE_REASON } from '../engine/create-view.js'
+import { checkSources } from '../engine/schema-check.js'
 import { countSetAside } from '../engine/set-aside.js'
 import { definitionHash } from '../engine/view-sql.js'
 import { errorMessage } from '../errors/matview-error.js'
@@ -65,13 +67,28 @@ export async function readStatus(
       row?.kind === 'declarative' &&
       row.state === 'ready' &&
       row.definitionHash !== definitionHash(database.db, view)
+    // What the next run's schema check would mark (without event triggers, nothing marked
+    // it yet): a source replaced or altered, a partition attached.
+    const broken =
+      view.kind === 'declarative' &&
+      row?.kind === 'declarative' &&
+      row.state !== 'needs_rebuild' &&
+      // Objects from "matview sql" are checked as printed by the first run, before this.
+      row.stateReason !== PRINTED_STATE_REASON
+        ? await checkSources(database.db, config.schema, view.name, false).catch(() => [])
+        : []
     const status: ViewStatus = {
       name: view.name,
       kind: view.kind,
-      state: changed ? 'needs_rebuild' : (row?.state ?? 'new'),
+      state:
+        changed || (broken.length > 0 && row?.state !== 'rebuilding')
+          ? 'needs_rebuild'
+          : (row?.state ?? 'new'),
       stateReason: changed
         ? 'its definition changed since it was created'
-        : (row?.stateReason ?? null),
+        : broken.length > 0 && row?.state !== 'rebuilding'
+          ? broken.join('; ')
+          : (row?.stateReason ?? null),
       lastRun: runs.get(view.name) ?? null,
       pending: null,
       running: await database.adapter.isLocked(database.db, {

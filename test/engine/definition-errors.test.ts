@@ -8,7 +8,7 @@ import {
   ViewDefinitionError,
   type ViewResult,
 } from '../../src/index.js'
-import { CATALOG_TABLES } from '../support/catalog.js'
+import { CATALOG_FUNCTIONS, CATALOG_TABLES } from '../support/catalog.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
 
@@ -99,7 +99,7 @@ async function strayObjects(db: Kysely<any>) {
   const { rows: functions } = await sql<{ name: string }>`
     SELECT p.proname AS name FROM pg_catalog.pg_proc p
     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-    WHERE n.nspname = ${CATALOG} AND p.proname <> 'mark_truncated'`.execute(db)
+    WHERE n.nspname = ${CATALOG} AND p.proname <> ALL(${[...CATALOG_FUNCTIONS]})`.execute(db)
   const { rows: triggers } = await sql<{ name: string; on: string }>`
     SELECT t.tgname AS name, t.tgrelid::regclass::text AS on
     FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal`.execute(db)

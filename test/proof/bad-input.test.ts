@@ -6,7 +6,7 @@ import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CATALOG_VERSION } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { CATALOG_TABLES } from '../support/catalog.js'
+import { CATALOG_FUNCTIONS, CATALOG_TABLES } from '../support/catalog.js'
 import { runCli, writeConfig } from '../support/cli.js'
 import { type CliDatabase, cliDatabase, useCliDatabase } from '../support/cli-database.js'
 import { available, DIALECTS, POSTGRES_ADMIN_URL } from '../support/dialects.js'
@@ -276,7 +276,9 @@ describe.each(DIALECTS)('bad view definitions and databases through the CLI on %
     )
     expect(after.triggers).toHaveLength(4)
     expect(after.triggers.every((t) => t.endsWith(' on customers'))).toBe(true)
-    expect(after.functions.sort()).toEqual([`matview.capture_${id}_0`, 'matview.mark_truncated'])
+    expect(after.functions.sort()).toEqual(
+      [`matview.capture_${id}_0`, ...CATALOG_FUNCTIONS.map((f) => `matview.${f}`)].sort(),
+    )
     await database!.use(async (db) =>
       expect(
         await queryDifferences(db, 'good', sql`SELECT id, name FROM customers`, ['id', 'name']),

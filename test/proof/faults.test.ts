@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { CATALOG_VERSION } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { CATALOG_TABLES } from '../support/catalog.js'
+import { CATALOG_FUNCTIONS, CATALOG_TABLES } from '../support/catalog.js'
 import {
   BIN,
   CLI_ENV,
@@ -275,7 +275,7 @@ async function strays(db: Kysely<any>): Promise<string[]> {
   const { rows: functions } = await sql<{ name: string }>`
     SELECT p.proname AS name FROM pg_catalog.pg_proc p
     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-    WHERE n.nspname = 'matview' AND p.proname <> 'mark_truncated'`.execute(db)
+    WHERE n.nspname = 'matview' AND p.proname <> ALL(${[...CATALOG_FUNCTIONS]})`.execute(db)
   for (const f of functions) {
     const id = /^capture_(\d+)_\d+$/.exec(f.name)?.[1]
     if (id === undefined || !ids.has(id)) found.push(`function ${f.name}`)

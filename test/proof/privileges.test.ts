@@ -200,6 +200,43 @@ describe('least privilege on PostgreSQL', () => {
     await expectEqual()
   })
 
+  it("without event triggers (matview's role is no superuser), the check at each run catches a source replaced and a key column renamed", async () => {
+    const mv = await createViews()
+    const admin = database!.db
+    // PostgreSQL lets only superusers create event triggers: the migration made none.
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM pg_event_trigger`.execute(admin)
+    expect(rows[0]!.n).toBe(0)
+    const app = login(role.app).db
+    // A column region_orders reads its key from: the application's writes fail until the next
+    // run stops that capture (docs/reliability.md says so).
+    await sql`ALTER TABLE app.customers RENAME COLUMN region TO area`.execute(app)
+    await expect(sql`INSERT INTO customers VALUES (30, 'x')`.execute(app)).rejects.toThrow(
+      'column "region" does not exist',
+    )
+    const run = await mv.update()
+    const regions = run.views.find((v) => v.view === 'reporting.region_orders')!
+    expect(regions.error).toBe(
+      'view "reporting.region_orders": needs a rebuild (column region of source app.customers, which the key is read from, was renamed or dropped; its capture was stopped so that writes to the table go on); run "matview rebuild reporting.region_orders"',
+    )
+    await sql`INSERT INTO customers VALUES (30, 'x')`.execute(app)
+
+    // The application swaps its orders table for a new one: the view fails, it does not drift.
+    await sql`CREATE TABLE app.orders_new (id bigint PRIMARY KEY, customer_id bigint NOT NULL,
+      amount_cents bigint NOT NULL)`.execute(app)
+    await sql`ALTER TABLE app.orders RENAME TO orders_old`.execute(app)
+    await sql`ALTER TABLE app.orders_new RENAME TO orders`.execute(app)
+    await sql`DROP TABLE app.orders_old`.execute(app)
+    const totals = (await mv.status()).find((s) => s.name === 'reporting.customer_totals')!
+    expect(totals).toMatchObject({
+      state: 'needs_rebuild',
+      stateReason:
+        'source app.orders was dropped and app.orders is now another table, whose writes were never captured',
+    })
+    expect((await mv.update()).views[0]!.outcome).toBe('failed')
+    await mv.close()
+  })
+
   it('runs none of the functions or operators an attacker puts in the way of the capture triggers', async () => {
     const mv = await createViews()
     // The attacker: a table that records every call, open to everyone, and look-alikes of what a

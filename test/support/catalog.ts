@@ -11,3 +11,15 @@ export const CATALOG_TABLES = [
   'set_aside',
   'run_partitions',
 ] as const
+
+/**
+ * The functions every catalog holds once its migrations ran (not a view's capture functions):
+ * the TRUNCATE marker and the schema watch (src/catalog/schema-watch.ts).
+ */
+export const CATALOG_FUNCTIONS = [
+  'mark_truncated',
+  'copy_capture',
+  'check_sources',
+  'watch_ddl',
+  'watch_drop',
+] as const

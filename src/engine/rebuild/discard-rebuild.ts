@@ -1,14 +1,14 @@
 import { type Kysely, sql } from 'kysely'
 import { tableRef, viewObjects } from '../names.js'
+import { dropCaptureTriggers } from '../schema-check.js'
 import { clearRebuild, readRebuildRow } from './rebuild-record.js'
 
-const EVENTS = ['insert', 'update', 'delete', 'truncate'] as const
-
 /**
- * Drops the capture objects named by `id`: triggers on each source, capture functions, staging
- * tables and the change log. Sources are found by oid, so a renamed source still loses its
- * triggers; one that is gone took them with it. (drop-view.ts does the same from view_sources
- * by name; a rebuild needs it for the old id and for its own, whose sources are not there.)
+ * Drops the capture objects named by `id`: triggers on each source (and its partitions,
+ * children and parents), capture functions, staging tables and the change log. Triggers are
+ * found by name, so a renamed source still loses them; one that is gone took them with it.
+ * (drop-view.ts does the same from view_sources; a rebuild needs it for the old id and for its
+ * own, whose sources are not there.)
  */
 export async function dropCapture(
   trx: Kysely<any>,
@@ -17,18 +17,14 @@ export async function dropCapture(
   sources: readonly { position: number; oid: string }[],
 ): Promise<void> {
   const objects = viewObjects(catalog, id)
+  // By trigger name: on partitions, parents, and a source renamed since, too.
+  await dropCaptureTriggers(
+    trx,
+    catalog,
+    id,
+    sources.map((s) => s.position),
+  )
   for (const source of sources) {
-    const { rows } = await sql<{ schema: string; table: string }>`
-      SELECT n.nspname AS schema, c.relname AS table FROM pg_catalog.pg_class c
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.oid = ${source.oid}::int8::oid`.execute(trx)
-    if (rows[0]) {
-      for (const event of EVENTS) {
-        await sql`DROP TRIGGER IF EXISTS ${sql.id(objects.trigger(source.position, event))} ON ${tableRef(rows[0])}`.execute(
-          trx,
-        )
-      }
-    }
     await sql`DROP FUNCTION IF EXISTS ${objects.captureFunction(source.position)}()`.execute(trx)
     await sql`DROP TABLE IF EXISTS ${tableRef(objects.stage(source.position))}`.execute(trx)
   }

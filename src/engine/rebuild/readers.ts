@@ -88,7 +88,16 @@ export async function reattachReaders(
   let marked = 0
   for (const reader of readers.live) {
     await sql`
-      UPDATE ${sql.id(catalog, 'view_sources')} SET source_oid = ${swapped.oid}::int8::oid
+      UPDATE ${sql.id(catalog, 'view_sources')}
+      SET source_oid = ${swapped.oid}::int8::oid, descendants = '{}',
+          -- The new table's types: the schema watch compares the columns with these.
+          mapped_columns = (
+            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('name', a.attname,
+                     'type', pg_catalog.format_type(a.atttypid, a.atttypmod)) ORDER BY m.ord)
+            FROM pg_catalog.jsonb_array_elements(mapped_columns) WITH ORDINALITY AS m(col, ord)
+            JOIN pg_catalog.pg_attribute a
+              ON a.attrelid = ${swapped.oid}::int8::oid AND a.attname = m.col->>'name'
+                 AND a.attnum > 0 AND NOT a.attisdropped)
       WHERE view = ${reader.view} AND position = ${reader.position}`.execute(trx)
     const def = configViews.find(
       (v): v is DeclarativeView => v.kind === 'declarative' && v.name === reader.view,

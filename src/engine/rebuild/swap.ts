@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely'
 import { ViewRunError } from '../../errors/matview-error.js'
 import type { ViewDefinition } from '../../views/view-definition.js'
 import type { BatchCounts } from '../apply-batch.js'
+import { markOwnDdl } from '../capture-ddl.js'
 import { tableRef } from '../names.js'
 import type { ViewRuntime } from '../view-runtime.js'
 import { catchUp } from './catch-up.js'
@@ -37,6 +38,8 @@ export async function swapIn(
   const name = shadow.name
   const applied: BatchCounts[] = []
   const notes = await conn.transaction().execute(async (trx) => {
+    // Dropping the old table and capture is matview's own DDL, not a source replaced.
+    await markOwnDdl(trx)
     await sql`SELECT pg_catalog.set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true)`.execute(
       trx,
     )
@@ -91,9 +94,13 @@ export async function swapIn(
     for (const source of record.sources) {
       await sql`
         INSERT INTO ${sql.id(catalog, 'view_sources')}
-          (view, position, source_oid, source_schema, source_table, mapping)
+          (view, position, source_oid, source_schema, source_table, mapping, descendants,
+           mapped_columns)
         VALUES (${name}, ${source.position}, ${source.oid}::int8::oid, ${source.schema},
-                ${source.table}, ${source.mapping})`.execute(trx)
+                ${source.table}, ${source.mapping}, ${descendantsArray(source.descendants)}::oid[],
+                ${source.mappedColumns ? JSON.stringify(source.mappedColumns) : null}::jsonb)`.execute(
+        trx,
+      )
     }
     await sql`
       UPDATE ${sql.id(catalog, 'views')}
@@ -107,4 +114,9 @@ export async function swapIn(
   // Counted once committed: a swap that rolled back applied nothing.
   for (const counts of applied) options.onBatch(counts)
   return notes
+}
+
+/** A rebuild recorded before the schema watch has no descendants: NULL, the next check records them. */
+function descendantsArray(descendants: readonly string[] | undefined): string | null {
+  return descendants ? `{${descendants.join(',')}}` : null
 }
