@@ -3,6 +3,7 @@ import { registerCreate } from './commands/create.js'
 import { registerDemo } from './commands/demo.js'
 import { registerDrop } from './commands/drop.js'
 import { registerHistory } from './commands/history.js'
+import { registerInit } from './commands/init.js'
 import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
 import { registerRetry } from './commands/retry.js'
@@ -33,6 +34,7 @@ export function createProgram(version: string): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
+  registerInit(program)
   registerUpdate(program)
   registerWorker(program)
   registerCreate(program)
