@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { registerCreate } from './commands/create.js'
 import { registerDemo } from './commands/demo.js'
 import { registerDrop } from './commands/drop.js'
+import { registerExec } from './commands/exec.js'
 import { registerHistory } from './commands/history.js'
 import { registerInit } from './commands/init.js'
 import { registerList } from './commands/list.js'
@@ -46,6 +47,7 @@ export function createProgram(version: string): Command {
   registerRetry(program)
   registerDrop(program)
   registerList(program)
+  registerExec(program)
   registerDemo(program)
   for (const command of program.commands)
     command.exitOverride().showHelpAfterError('(run with --help for usage)')
