@@ -10,6 +10,7 @@ import { registerRebuild } from './commands/rebuild.js'
 import { registerRetry } from './commands/retry.js'
 import { registerSql } from './commands/sql.js'
 import { registerStatus } from './commands/status.js'
+import { registerTypes } from './commands/types.js'
 import { registerUpdate } from './commands/update.js'
 import { registerVerify } from './commands/verify.js'
 import { registerWorker } from './commands/worker.js'
@@ -47,6 +48,7 @@ export function createProgram(version: string): Command {
   registerRetry(program)
   registerDrop(program)
   registerList(program)
+  registerTypes(program)
   registerExec(program)
   registerDemo(program)
   for (const command of program.commands)
