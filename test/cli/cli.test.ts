@@ -18,7 +18,7 @@ describe('matview CLI', () => {
   })
 
   it('prints help for every command', async () => {
-    for (const command of ['update', 'create', 'status', 'list', 'demo']) {
+    for (const command of ['update', 'create', 'status', 'list', 'demo', 'init', 'exec', 'types']) {
       const result = await runCli([command, '--help'])
       expect(result.code).toBe(0)
       expect(result.stdout).toMatch(new RegExp(`Usage: matview ${command}`))

@@ -7,7 +7,7 @@ export function registerSql(program: Command): void {
   program
     .command('sql')
     .description(
-      'print the DDL create would run for declarative views not created yet, for your own migration tool',
+      'print the DDL create would run for declarative views not created yet: a script for your own migration tool that applies to any database',
     )
     .argument('[names...]', 'the views (default: every declarative view of the config)')
     .addHelpText(
