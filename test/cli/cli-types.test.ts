@@ -8,6 +8,9 @@ import { customerTotalsViewText, runCli, writeConfig } from '../support/cli.js'
 import { useCliDatabase } from '../support/cli-database.js'
 import { DIALECTS } from '../support/dialects.js'
 
+// Several CLI processes and two tsc runs: generous on a loaded machine.
+const TIMEOUT = 300_000
+
 const SCHEMA = `
 CREATE TYPE order_status AS ENUM ('open', 'paid');
 CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, region text NOT NULL);
@@ -67,30 +70,32 @@ describe.each(DIALECTS)('matview types on %s', (dialect) => {
     })
   })
 
-  it("writes row types of the views' tables that a Kysely consumer compiles against", async () => {
-    const early = await runCli(['types'], database.dir)
-    expect(early.code).toBe(2)
-    expect(early.stderr.trim()).toBe(
-      'matview: view "customer_totals" has no table yet: run matview create (or update) first, then matview types',
-    )
-    expect((await runCli(['update'], database.dir)).code).toBe(0)
-    const written = await runCli(['types', '--out', 'src/db/views.ts'], database.dir)
-    expect(written.code).toBe(0)
-    expect(written.stdout.trim()).toBe('wrote src/db/views.ts: row types of 2 views')
-    expect(written.stderr.trim()).toBe(
-      'no_table: skipped, a hand-written view with no table named no_table',
-    )
-    const text = readFileSync(join(database.dir, 'src/db/views.ts'), 'utf8')
-    // bigint is a string with node-postgres (it may not fit a number), a number with PGlite.
-    const int8 = dialect === 'postgres' ? 'string' : 'number | bigint'
-    const int8Array = dialect === 'postgres' ? 'string[]' : '(number | bigint)[]'
-    expect(text).toContain(`export interface CustomerTotals {
+  it(
+    "writes row types of the views' tables that a Kysely consumer compiles against",
+    async () => {
+      const early = await runCli(['types'], database.dir)
+      expect(early.code).toBe(2)
+      expect(early.stderr.trim()).toBe(
+        'matview: view "customer_totals" has no table yet: run matview create (or update) first, then matview types',
+      )
+      expect((await runCli(['update'], database.dir)).code).toBe(0)
+      const written = await runCli(['types', '--out', 'src/db/views.ts'], database.dir)
+      expect(written.code).toBe(0)
+      expect(written.stdout.trim()).toBe('wrote src/db/views.ts: row types of 2 views')
+      expect(written.stderr.trim()).toBe(
+        'no_table: skipped, a hand-written view with no table named no_table',
+      )
+      const text = readFileSync(join(database.dir, 'src/db/views.ts'), 'utf8')
+      // bigint is a string with node-postgres (it may not fit a number), a number with PGlite.
+      const int8 = dialect === 'postgres' ? 'string' : 'number | bigint'
+      const int8Array = dialect === 'postgres' ? 'string[]' : '(number | bigint)[]'
+      expect(text).toContain(`export interface CustomerTotals {
   customer_id: ${int8}
   region: string | null
   order_count: ${int8} | null
   total_cents: string | null
 }`)
-    expect(text).toContain(`export interface OrderFacts {
+      expect(text).toContain(`export interface OrderFacts {
   customer_id: ${int8}
   order_ids: ${int8Array} | null
   last_kind: "open" | "paid" | null
@@ -99,30 +104,30 @@ describe.each(DIALECTS)('matview types on %s', (dialect) => {
   seen: boolean | null
   since: Date | null
 }`)
-    expect(text).toContain(`export interface DB {
+      expect(text).toContain(`export interface DB {
   customer_totals: CustomerTotals
   order_facts: OrderFacts
 }`)
 
-    // The values the driver returns have the types written (the test reads with the same driver).
-    const row = await database.use(
-      async (db) =>
-        (
-          await sql<
-            Record<string, unknown>
-          >`SELECT * FROM order_facts WHERE customer_id = 1`.execute(db)
-        ).rows[0]!,
-    )
-    expect(typeof row.customer_id).toBe(dialect === 'postgres' ? 'string' : 'number')
-    expect(typeof (row.order_ids as unknown[])[0]).toBe(
-      dialect === 'postgres' ? 'string' : 'number',
-    )
-    expect(row.last_kind).toBe('paid')
-    expect(row.summary).toEqual({ n: 1 })
-    expect(typeof row.biggest).toBe('number')
-    expect(row.since).toBeInstanceOf(Date)
+      // The values the driver returns have the types written (the test reads with the same driver).
+      const row = await database.use(
+        async (db) =>
+          (
+            await sql<
+              Record<string, unknown>
+            >`SELECT * FROM order_facts WHERE customer_id = 1`.execute(db)
+          ).rows[0]!,
+      )
+      expect(typeof row.customer_id).toBe(dialect === 'postgres' ? 'string' : 'number')
+      expect(typeof (row.order_ids as unknown[])[0]).toBe(
+        dialect === 'postgres' ? 'string' : 'number',
+      )
+      expect(row.last_kind).toBe('paid')
+      expect(row.summary).toEqual({ n: 1 })
+      expect(typeof row.biggest).toBe('number')
+      expect(row.since).toBeInstanceOf(Date)
 
-    const consumer = `import { Kysely, PostgresDialect } from 'kysely'
+      const consumer = `import { Kysely, PostgresDialect } from 'kysely'
 import type { CustomerTotals, DB } from './views.js'
 
 declare const dialect: PostgresDialect
@@ -138,11 +143,11 @@ export async function facts(): Promise<'open' | 'paid' | null | undefined> {
 }
 export const one: Pick<CustomerTotals, 'region'> = { region: 'eu' }
 `
-    expect(compile(text, consumer)).toEqual({ code: 0, output: '' })
-    // The types are real: a column that is not there, or a wrong type, does not compile.
-    const wrong = compile(
-      text,
-      `import { Kysely, PostgresDialect } from 'kysely'
+      expect(compile(text, consumer)).toEqual({ code: 0, output: '' })
+      // The types are real: a column that is not there, or a wrong type, does not compile.
+      const wrong = compile(
+        text,
+        `import { Kysely, PostgresDialect } from 'kysely'
 import type { DB } from './views.js'
 declare const dialect: PostgresDialect
 const db = new Kysely<DB>({ dialect })
@@ -152,9 +157,11 @@ export async function n(): Promise<number> {
   return row.last_kind
 }
 `,
-    )
-    expect(wrong.code).not.toBe(0)
-    expect(wrong.output).toMatch(/app\.ts\(5,\d+\): error TS\d+/) // the select of nosuch
-    expect(wrong.output).toMatch(/app\.ts\(8,\d+\): error TS2322/) // an enum is no number
-  })
+      )
+      expect(wrong.code).not.toBe(0)
+      expect(wrong.output).toMatch(/app\.ts\(5,\d+\): error TS\d+/) // the select of nosuch
+      expect(wrong.output).toMatch(/app\.ts\(8,\d+\): error TS2322/) // an enum is no number
+    },
+    TIMEOUT,
+  )
 })

@@ -15,6 +15,8 @@ const requireEsm =
   (NODE_MAJOR_MINOR[0] === 20 && NODE_MAJOR_MINOR[1] >= 19)
 
 let app: string
+/** Each test runs node or tsc once or twice: generous on a loaded machine. */
+const TIMEOUT = 180_000
 
 function tsconfig(module: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({
@@ -78,56 +80,70 @@ describe.skipIf(!requireEsm)('the packed package in a CommonJS project', () => {
     )
   }, 240_000)
 
-  it('require("matview") gives the API, and it opens a database', () => {
-    const script = `
+  it(
+    'require("matview") gives the API, and it opens a database',
+    () => {
+      const script = `
       const { createMatview, defineView, sql, MatviewError } = require('matview')
       if (typeof defineView !== 'function' || typeof sql !== 'function' || typeof MatviewError !== 'function')
         throw new Error('missing exports')
       createMatview({ database: 'pglite:memory', views: [] })
         .then(async (mv) => { console.log('views: ' + (await mv.status()).length); await mv.close() })`
-    const result = spawnSync(process.execPath, ['-e', script], { cwd: app, encoding: 'utf8' })
-    expect(result.stderr).not.toMatch(/Error/)
-    expect(result.status).toBe(0)
-    expect(result.stdout.trim()).toBe('views: 0')
-  })
+      const result = spawnSync(process.execPath, ['-e', script], { cwd: app, encoding: 'utf8' })
+      expect(result.stderr).not.toMatch(/Error/)
+      expect(result.status).toBe(0)
+      expect(result.stdout.trim()).toBe('views: 0')
+    },
+    TIMEOUT,
+  )
 
-  it('a CommonJS TypeScript project (module nodenext) imports it typed, compiles and runs', () => {
-    const dir = consumer(
-      'nodenext',
-      tsconfig('nodenext'),
-      `import { createMatview, type MatviewConfig } from 'matview'\n${USE_IT}`,
-    )
-    expect(tsc(dir)).toEqual({ code: 0, output: '' })
-    const result = spawnSync(process.execPath, [join(dir, 'out', 'index.js')], {
-      cwd: app,
-      encoding: 'utf8',
-    })
-    expect(result.status).toBe(0)
-    expect(result.stdout.trim()).toBe('views: 0')
-  })
+  it(
+    'a CommonJS TypeScript project (module nodenext) imports it typed, compiles and runs',
+    () => {
+      const dir = consumer(
+        'nodenext',
+        tsconfig('nodenext'),
+        `import { createMatview, type MatviewConfig } from 'matview'\n${USE_IT}`,
+      )
+      expect(tsc(dir)).toEqual({ code: 0, output: '' })
+      const result = spawnSync(process.execPath, [join(dir, 'out', 'index.js')], {
+        cwd: app,
+        encoding: 'utf8',
+      })
+      expect(result.status).toBe(0)
+      expect(result.stdout.trim()).toBe('views: 0')
+    },
+    TIMEOUT,
+  )
 
-  it('types are checked: a wrong use fails to compile', () => {
-    const dir = consumer(
-      'wrong',
-      tsconfig('nodenext'),
-      `import { createMatview } from 'matview'\nexport const n: number = createMatview\n`,
-    )
-    const { code, output } = tsc(dir)
-    expect(code).not.toBe(0)
-    expect(output).toMatch(/TS2322/)
-  })
+  it(
+    'types are checked: a wrong use fails to compile',
+    () => {
+      const dir = consumer(
+        'wrong',
+        tsconfig('nodenext'),
+        `import { createMatview } from 'matview'\nexport const n: number = createMatview\n`,
+      )
+      const { code, output } = tsc(dir)
+      expect(code).not.toBe(0)
+      expect(output).toMatch(/TS2322/)
+    },
+    TIMEOUT,
+  )
 
-  it('module node16 refuses the import (TS1479), and the documented await import() compiles', () => {
-    const refused = consumer(
-      'node16',
-      tsconfig('node16'),
-      `import { createMatview } from 'matview'\nvoid createMatview\n`,
-    )
-    expect(tsc(refused).output).toMatch(/TS1479/)
-    const fixed = consumer(
-      'node16-fixed',
-      tsconfig('node16'),
-      `import type { MatviewConfig } from 'matview' with { 'resolution-mode': 'import' }
+  it(
+    'module node16 refuses the import (TS1479), and the documented await import() compiles',
+    () => {
+      const refused = consumer(
+        'node16',
+        tsconfig('node16'),
+        `import { createMatview } from 'matview'\nvoid createMatview\n`,
+      )
+      expect(tsc(refused).output).toMatch(/TS1479/)
+      const fixed = consumer(
+        'node16-fixed',
+        tsconfig('node16'),
+        `import type { MatviewConfig } from 'matview' with { 'resolution-mode': 'import' }
 export async function main(): Promise<string> {
   const { createMatview } = await import('matview')
   const config: MatviewConfig = { database: 'pglite:memory', views: [] }
@@ -140,13 +156,15 @@ export async function main(): Promise<string> {
 }
 main().then((line) => console.log(line))
 `,
-    )
-    expect(tsc(fixed)).toEqual({ code: 0, output: '' })
-    const result = spawnSync(process.execPath, [join(fixed, 'out', 'index.js')], {
-      cwd: app,
-      encoding: 'utf8',
-    })
-    expect(result.status).toBe(0)
-    expect(result.stdout.trim()).toBe('views: 0')
-  })
+      )
+      expect(tsc(fixed)).toEqual({ code: 0, output: '' })
+      const result = spawnSync(process.execPath, [join(fixed, 'out', 'index.js')], {
+        cwd: app,
+        encoding: 'utf8',
+      })
+      expect(result.status).toBe(0)
+      expect(result.stdout.trim()).toBe('views: 0')
+    },
+    TIMEOUT,
+  )
 })
