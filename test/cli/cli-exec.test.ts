@@ -31,7 +31,7 @@ INSERT INTO orders (customer_id, amount_cents, status)
 `
 
 function waitFor(check: () => Promise<boolean> | boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 60_000
+  const deadline = Date.now() + 180_000
   return (async () => {
     while (!(await check())) {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
