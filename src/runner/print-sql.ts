@@ -94,6 +94,7 @@ export async function printViewSql(
 function placeholderFor(trx: Kysely<any>, view: DeclarativeView, taken: Set<number>): number {
   const texts = [
     view.name,
+    JSON.stringify([view.key, view.indexes ?? []]),
     view.query.compile(trx).sql,
     ...Object.entries(view.sources).map(([name, mapping]) =>
       isQueryMapping(mapping)
