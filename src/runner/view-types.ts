@@ -5,7 +5,7 @@ import { parseTableName } from '../engine/names.js'
 import { UsageError } from '../errors/matview-error.js'
 
 /** One column of a view's table, as pg_catalog describes it. */
-interface ColumnRow {
+export interface ColumnRow {
   column: string
   type: string
   /** `b` base, `d` domain, `e` enum, `c` composite, `r` range, `p` pseudo. */
@@ -59,18 +59,25 @@ export interface ViewTypes {
   skipped: string[]
 }
 
+/** One view's table as the database describes it. */
+export interface ViewTable {
+  view: string
+  kind: 'declarative' | 'handwritten'
+  schema: string
+  table: string
+  columns: ColumnRow[]
+}
+
 /**
- * TypeScript row types for the table of every view in the config, read from the database's
- * catalog (pg_attribute, pg_type), plus a `DB` interface for `Kysely<DB>` keyed by view name.
- * A declarative view must exist (be created); a hand-written view is typed when a table of its
- * name exists, else skipped (its hooks write wherever they like).
+ * The table of every view in the config, read from the database's catalog (pg_attribute,
+ * pg_type). A declarative view must exist (be created); a hand-written view is described when
+ * a table of its name exists, else skipped (its hooks write wherever they like).
  */
-export async function viewTypes(database: Database, config: ResolvedConfig): Promise<ViewTypes> {
-  const dialect = database.adapter.name
-  const used = new Set<string>()
-  const typeNames = new Set<string>()
-  const blocks: string[] = []
-  const entries: string[] = []
+export async function readViewTables(
+  database: Database,
+  config: ResolvedConfig,
+): Promise<{ tables: ViewTable[]; skipped: string[] }> {
+  const tables: ViewTable[] = []
   const skipped: string[] = []
   for (const view of config.views) {
     const columns = await tableColumns(database.db, view.name)
@@ -83,16 +90,38 @@ export async function viewTypes(database: Database, config: ResolvedConfig): Pro
         `view "${view.name}" has no table yet: run matview create (or update) first, then matview types`,
       )
     }
-    const typeName = uniqueName(pascalCase(columns[0]!.table), typeNames)
-    const fields = columns.map((c) => {
+    tables.push({
+      view: view.name,
+      kind: view.kind,
+      schema: columns[0]!.schema,
+      table: columns[0]!.table,
+      columns,
+    })
+  }
+  return { tables, skipped }
+}
+
+/**
+ * TypeScript row types for the table of every view (see {@link readViewTables}), plus a `DB`
+ * interface for `Kysely<DB>` keyed by view name, as kysely-codegen writes for a database.
+ */
+export async function viewTypes(database: Database, config: ResolvedConfig): Promise<ViewTypes> {
+  const dialect = database.adapter.name
+  const { tables, skipped } = await readViewTables(database, config)
+  const used = new Set<string>()
+  const typeNames = new Set<string>(['DB', 'JsonValue', 'PostgresInterval'])
+  const blocks: string[] = []
+  const entries: string[] = []
+  for (const table of tables) {
+    const typeName = uniqueName(pascalCase(table.table), typeNames)
+    const fields = table.columns.map((c) => {
       const ts = tsType(c, dialect, used)
       return `  ${propertyName(c.column)}: ${ts}${c.not_null ? '' : ' | null'}`
     })
-    const where = `${columns[0]!.schema}.${columns[0]!.table}`
     blocks.push(
-      `/** Rows of ${view.kind} view "${commentSafe(view.name)}" (table ${commentSafe(where)}). */\nexport interface ${typeName} {\n${fields.join('\n')}\n}`,
+      `/** Rows of ${table.kind} view "${commentSafe(table.view)}" (table ${commentSafe(`${table.schema}.${table.table}`)}). */\nexport interface ${typeName} {\n${fields.join('\n')}\n}`,
     )
-    entries.push(`  ${propertyName(view.name)}: ${typeName}`)
+    entries.push(`  ${propertyName(table.view)}: ${typeName}`)
   }
   const helpers = [
     ...(used.has('JsonValue') ? [JSON_VALUE] : []),
@@ -164,26 +193,25 @@ function scalar(
   return ts
 }
 
-function propertyName(name: string): string {
+export function propertyName(name: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(name) ? name : JSON.stringify(name)
 }
 
 /** `customer_totals` → `CustomerTotals`; anything that is no identifier character is dropped. */
-function pascalCase(name: string): string {
+export function pascalCase(name: string): string {
   const words = name.split(/[^A-Za-z0-9]+/).filter(Boolean)
   const joined = words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('')
   return /^[A-Za-z_]/.test(joined) ? joined : `View${joined}`
 }
 
-function uniqueName(name: string, taken: Set<string>): string {
+export function uniqueName(name: string, taken: Set<string>): string {
   let candidate = name
-  for (let n = 2; taken.has(candidate) || candidate === 'DB' || candidate === 'JsonValue'; n++)
-    candidate = `${name}${n}`
+  for (let n = 2; taken.has(candidate); n++) candidate = `${name}${n}`
   taken.add(candidate)
   return candidate
 }
 
 /** A name inside a block comment must not end it. */
-function commentSafe(text: string): string {
+export function commentSafe(text: string): string {
   return text.replaceAll('*/', '*\\/')
 }

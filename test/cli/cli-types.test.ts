@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -34,11 +34,39 @@ const HANDWRITTEN = `{ kind: 'handwritten', name: 'no_table', needsInsert: () =>
 
 const TSC = resolve('node_modules/typescript/bin/tsc')
 
+/** drizzle-orm is no dependency of matview: installed once (from npm's cache when it can). */
+let drizzleInstall: Promise<string> | undefined
+function drizzleModules(): Promise<string> {
+  drizzleInstall ??= new Promise((done, fail) => {
+    const dir = mkdtempSync(join(tmpdir(), 'matview-drizzle-'))
+    writeFileSync(join(dir, 'package.json'), '{ "name": "drizzle-consumer", "private": true }')
+    execFile(
+      'npm',
+      [
+        'install',
+        '--prefer-offline',
+        '--no-audit',
+        '--no-fund',
+        '--ignore-scripts',
+        'drizzle-orm@0.45',
+      ],
+      { cwd: dir },
+      (error) => (error ? fail(error) : done(join(dir, 'node_modules'))),
+    )
+  })
+  return drizzleInstall
+}
+
 /** Compiles `source` beside the generated types in a project where kysely resolves. */
-function compile(typesText: string, source: string): { code: number; output: string } {
+function compile(
+  typesText: string,
+  source: string,
+  modules: Record<string, string> = { kysely: resolve('node_modules/kysely') },
+): { code: number; output: string } {
   const dir = mkdtempSync(join(tmpdir(), 'matview-types-'))
   mkdirSync(join(dir, 'node_modules'))
-  symlinkSync(resolve('node_modules/kysely'), join(dir, 'node_modules', 'kysely'), 'dir')
+  for (const [name, path] of Object.entries(modules))
+    symlinkSync(path, join(dir, 'node_modules', name), 'dir')
   writeFileSync(join(dir, 'package.json'), '{ "type": "module" }')
   writeFileSync(join(dir, 'views.ts'), typesText)
   writeFileSync(join(dir, 'app.ts'), source)
@@ -161,6 +189,58 @@ export async function n(): Promise<number> {
       expect(wrong.code).not.toBe(0)
       expect(wrong.output).toMatch(/app\.ts\(5,\d+\): error TS\d+/) // the select of nosuch
       expect(wrong.output).toMatch(/app\.ts\(8,\d+\): error TS2322/) // an enum is no number
+    },
+    TIMEOUT,
+  )
+
+  it(
+    '--drizzle writes pgTable declarations a Drizzle consumer compiles against',
+    async () => {
+      const modules = drizzleModules()
+      expect((await runCli(['update'], database.dir)).code).toBe(0)
+      const written = await runCli(['types', '--drizzle'], database.dir)
+      expect(written.code, written.stderr).toBe(0)
+      const text = written.stdout
+      expect(text).toContain(
+        'export const orderStatusEnum = pgEnum("order_status", ["open","paid"])',
+      )
+      expect(text).toContain(`export const customerTotals = pgTable("customer_totals", {
+  customer_id: bigint("customer_id", { mode: 'number' }).notNull(),
+  region: text("region"),
+  order_count: bigint("order_count", { mode: 'number' }),
+  total_cents: numeric("total_cents"),
+})
+export type CustomerTotals = typeof customerTotals.$inferSelect`)
+      expect(text).toContain('  order_ids: bigint("order_ids", { mode: \'number\' }).array(),')
+      expect(text).toContain('  last_kind: orderStatusEnum("last_kind"),')
+      const drizzle = { 'drizzle-orm': join(await modules, 'drizzle-orm') }
+      const consumer = `import { eq } from 'drizzle-orm'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { type CustomerTotals, customerTotals, orderFacts } from './views.js'
+
+declare const db: PgDatabase<PgQueryResultHKT>
+
+export async function eu(): Promise<Array<{ region: string | null; total: string | null }>> {
+  return db.select({ region: customerTotals.region, total: customerTotals.total_cents })
+    .from(customerTotals).where(eq(customerTotals.region, 'eu'))
+}
+export async function kinds(): Promise<Array<'open' | 'paid' | null>> {
+  return (await db.select().from(orderFacts)).map((row) => row.last_kind)
+}
+export const one: Pick<CustomerTotals, 'customer_id' | 'order_count'> = { customer_id: 1, order_count: null }
+`
+      expect(compile(text, consumer, drizzle)).toEqual({ code: 0, output: '' })
+      const wrong = compile(
+        text,
+        `import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { customerTotals } from './views.js'
+declare const db: PgDatabase<PgQueryResultHKT>
+export const q = db.select({ x: customerTotals.nosuch }).from(customerTotals)
+`,
+        drizzle,
+      )
+      expect(wrong.code).not.toBe(0)
+      expect(wrong.output).toMatch(/app\.ts\(4,\d+\): error TS2339/) // no column nosuch
     },
     TIMEOUT,
   )
