@@ -22,6 +22,7 @@ export {
   type ErrorCode,
   isMatviewError,
   MatviewError,
+  StatementError,
   UsageError,
   ViewDefinitionError,
   ViewRunError,

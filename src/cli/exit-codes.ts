@@ -3,7 +3,7 @@ import { errorMessage, isMatviewError } from '../errors/matview-error.js'
 /** The exit codes of every command, in one place. */
 export const EXIT = {
   ok: 0,
-  /** At least one view failed (the others still ran). */
+  /** At least one view failed (the others still ran), or a statement of `exec` failed. */
   viewFailed: 1,
   /** The command line or the config is wrong, or the database cannot be used. */
   usage: 2,
@@ -22,6 +22,7 @@ export function exitCodeFor(error: unknown): number {
     case 'VIEW_FAILED':
     case 'VIEW_NO_PROGRESS':
     case 'DEFINITION_CHANGED':
+    case 'STATEMENT_FAILED':
       return EXIT.viewFailed
     default:
       return EXIT.usage

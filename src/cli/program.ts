@@ -2,12 +2,15 @@ import { Command } from 'commander'
 import { registerCreate } from './commands/create.js'
 import { registerDemo } from './commands/demo.js'
 import { registerDrop } from './commands/drop.js'
+import { registerExec } from './commands/exec.js'
 import { registerHistory } from './commands/history.js'
+import { registerInit } from './commands/init.js'
 import { registerList } from './commands/list.js'
 import { registerRebuild } from './commands/rebuild.js'
 import { registerRetry } from './commands/retry.js'
 import { registerSql } from './commands/sql.js'
 import { registerStatus } from './commands/status.js'
+import { registerTypes } from './commands/types.js'
 import { registerUpdate } from './commands/update.js'
 import { registerVerify } from './commands/verify.js'
 import { registerWorker } from './commands/worker.js'
@@ -33,6 +36,7 @@ export function createProgram(version: string): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
+  registerInit(program)
   registerUpdate(program)
   registerWorker(program)
   registerCreate(program)
@@ -44,6 +48,8 @@ export function createProgram(version: string): Command {
   registerRetry(program)
   registerDrop(program)
   registerList(program)
+  registerTypes(program)
+  registerExec(program)
   registerDemo(program)
   for (const command of program.commands)
     command.exitOverride().showHelpAfterError('(run with --help for usage)')

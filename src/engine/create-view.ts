@@ -33,9 +33,9 @@ export const PRINTED_STATE_REASON =
  * failure rolls the whole transaction back: nothing is left half-created. The target starts
  * empty in state `building`; the backfill fills it.
  *
- * `printed` makes the statements for `matview sql`: the id is the one given (the script sets
- * it, and moves the id sequence past it), sources are found by name rather than oid, values are
- * literals, and the row says the objects still have to be checked.
+ * `printed` makes the statements for `matview sql`: the id is the one given (a placeholder the
+ * script replaces with the next id of the database it is applied to), sources are found by name
+ * rather than oid, values are literals, and the row says the objects still have to be checked.
  */
 export async function createView(
   trx: Kysely<any>,
@@ -79,12 +79,6 @@ export async function createView(
       sql: sql`
 INSERT INTO ${views} (id, ${columns})
 VALUES (${v(id)}, ${values})`,
-    })
-    await ddl.run(trx, {
-      comment: 'The id sequence moves past the ids taken',
-      sql: sql`
-SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence(${v(`${quoteIdent(catalog)}.views`)}, 'id'),
-                         (SELECT greatest(max(id), max(rebuild_id)) FROM ${views}))`,
     })
   } else {
     // Catalog row first, for the id that names the view's own objects.

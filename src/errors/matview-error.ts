@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'CATALOG_TOO_NEW'
   | 'DATABASE_UNREACHABLE'
   | 'DEFINITION_CHANGED'
+  | 'STATEMENT_FAILED'
 
 export class MatviewError extends Error {
   readonly code: ErrorCode
@@ -81,6 +82,13 @@ export class CatalogVersionError extends MatviewError {
 export class ConnectionError extends MatviewError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('DATABASE_UNREACHABLE', message, options)
+  }
+}
+
+/** A statement of a script given to `matview exec` failed; the message names it and its line. */
+export class StatementError extends MatviewError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STATEMENT_FAILED', message, options)
   }
 }
 

@@ -6,6 +6,7 @@ import {
   PostgresAdapter,
   PostgresIntrospector,
   PostgresQueryCompiler,
+  type RawBuilder,
   sql,
 } from 'kysely'
 import {
@@ -19,6 +20,7 @@ import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { createView } from '../engine/create-view.js'
 import { recordDdl } from '../engine/ddl-sink.js'
+import { isQueryMapping } from '../engine/view-sql.js'
 import { CatalogVersionError, UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { selectViews } from './update.js'
@@ -27,17 +29,25 @@ import { selectViews } from './update.js'
 const ROLLBACK = Symbol('rollback')
 
 /**
+ * The ids the views' objects are recorded with (one per view, counting down from this), each
+ * replaced in the script by the next id of the database it is applied to: numbers no
+ * definition is expected to hold (checked).
+ */
+const FIRST_PLACEHOLDER = 1_999_999_999
+
+/**
  * The DDL `create` would run for declarative views not created yet (all of them when `names`
  * is empty), as a commented SQL script, for teams that apply schema through their own
- * migration tool: the catalog's migrations this database lacks, then per view its catalog rows,
- * target, primary key, indexes, change log, stages, capture functions and triggers.
+ * migration tool: the catalog's migrations, then per view its catalog rows, target, primary
+ * key, indexes, change log, stages, capture functions and triggers.
  *
- * Every statement is run, in dependency order, in one transaction that is then rolled back, so
- * the script is known to work on this database (a view that reads another new view's table
- * too) and nothing is left behind; it holds, briefly, the locks that CREATE TRIGGER takes on
- * the sources. The views' objects are named by their catalog ids: the script sets the next
- * free ids, so it is meant for this database, applied before another view is created. `create`
- * then checks each object against the definition before it backfills.
+ * The script applies to any database, not only this one: each catalog migration runs only
+ * where the catalog lacks it (under the migration lock), and each view's objects are created by
+ * a DO block that takes the next id of that database's catalog and names the objects by it
+ * (a view already in that catalog is skipped). Every statement is first run here, in dependency
+ * order, in one transaction that is then rolled back, so it is known to work (a view that reads
+ * another new view's table too); it holds, briefly, the locks CREATE TRIGGER takes on the
+ * sources. `create` then checks each object against the definition before it backfills.
  */
 export async function printViewSql(
   database: Database,
@@ -56,21 +66,18 @@ export async function printViewSql(
       const existing = version > 0 ? await readViewRows(trx, schema) : new Map()
       const wanted = views.filter((v) => !existing.has(v.name))
       const created = views.filter((v) => existing.has(v.name))
-      out.push(...header(database, schema, wanted, version))
+      out.push(...header(database, schema, wanted))
       for (const view of created)
-        out.push(`-- View ${view.name}: already in the catalog; nothing to print for it.`, '')
+        out.push(`-- View ${view.name}: already in the catalog here; nothing to print for it.`, '')
       if (wanted.length === 0) return
-      if (version < CATALOG_VERSION) out.push(...(await catalogScript(trx, schema, version)))
-      let id = await nextViewId(trx, schema, version)
+      out.push(...(await catalogScript(trx, schema, version)))
+      const taken = new Set<number>()
       for (const view of wanted) {
+        const placeholder = placeholderFor(trx, view, taken)
         const ddl = recordDdl()
-        await createView(trx, schema, view, { ddl, id })
-        out.push(`-- View ${view.name} (catalog id ${id}) ${'-'.repeat(40)}`, '')
-        for (const statement of ddl.statements) {
-          if (statement.comment) out.push(`-- ${statement.comment}`)
-          out.push(`${statement.text.trim()};`, '')
-        }
-        id++
+        await createView(trx, schema, view, { ddl, id: placeholder })
+        out.push(`-- View ${view.name} ${'-'.repeat(40)}`, '')
+        out.push(viewBlock(trx, schema, view, placeholder, ddl.statements), '')
       }
       out.push(
         `-- Next: "matview create" checks these objects against the definitions, then backfills.`,
@@ -81,6 +88,79 @@ export async function printViewSql(
     if (error !== ROLLBACK) throw error
   }
   return `${out.join('\n').trimEnd()}\n`
+}
+
+/** A placeholder id not taken yet that appears nowhere in the view's own text. */
+function placeholderFor(trx: Kysely<any>, view: DeclarativeView, taken: Set<number>): number {
+  const texts = [
+    view.name,
+    JSON.stringify([view.key, view.indexes ?? []]),
+    view.query.compile(trx).sql,
+    ...Object.entries(view.sources).map(([name, mapping]) =>
+      isQueryMapping(mapping)
+        ? `${name} ${mapping.compile(trx).sql}`
+        : JSON.stringify([name, mapping]),
+    ),
+  ].join('\n')
+  for (let id = FIRST_PLACEHOLDER; id > FIRST_PLACEHOLDER - 1000; id--) {
+    if (taken.has(id) || texts.includes(String(id))) continue
+    taken.add(id)
+    return id
+  }
+  throw new UsageError(
+    `view "${view.name}": its definition holds the numbers matview sql uses as id placeholders; create it with matview create instead`,
+  )
+}
+
+/**
+ * One view's DDL as a DO block: skipped where the catalog has the view already; else the next
+ * id of that database's catalog replaces the placeholder in every statement, which runs as
+ * recorded (EXECUTE of the text, so its own quoting is untouched).
+ */
+function viewBlock(
+  trx: Kysely<any>,
+  schema: string,
+  view: DeclarativeView,
+  placeholder: number,
+  statements: { comment: string; text: string }[],
+): string {
+  const text = (query: RawBuilder<unknown>) => query.compile(trx).sql
+  const body = [
+    'DECLARE',
+    '  view_id integer;',
+    'BEGIN',
+    `  IF EXISTS (SELECT 1 FROM ${text(sql`${sql.id(schema, 'views')} WHERE name = ${sql.lit(view.name)}`)}) THEN`,
+    `    RAISE NOTICE 'matview: view % is already in the catalog; left as it is', ${text(sql.lit(view.name))};`,
+    '    RETURN;',
+    '  END IF;',
+    "  -- The next id of this database's catalog names the view's objects (log_<id>, …).",
+    `  view_id := nextval(pg_get_serial_sequence(${text(sql.lit(`${quoteIdent(schema)}.views`))}, 'id'));`,
+  ]
+  for (const statement of statements) {
+    if (statement.comment)
+      body.push(`  -- ${statement.comment.replaceAll(String(placeholder), '<id>')}`)
+    body.push(
+      `  EXECUTE replace(${dollarQuote(statement.text.trim())}, '${placeholder}', view_id::text);`,
+    )
+  }
+  body.push('END')
+  return doBlock(body.join('\n'))
+}
+
+/** `DO $tag$ … $tag$;` with a tag the body does not hold. */
+function doBlock(body: string): string {
+  return `DO ${dollarQuote(`\n${body}\n`, 'matview')};`
+}
+
+/** `text` as a dollar-quoted string literal, with a tag that does not occur in it. */
+function dollarQuote(text: string, base = 'sql'): string {
+  let tag = base
+  for (let n = 1; text.includes(`$${tag}$`); n++) tag = `${base}${n}`
+  return `$${tag}$${text}$${tag}$`
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
 }
 
 function chooseViews(config: ResolvedConfig, names: string[]): DeclarativeView[] {
@@ -95,7 +175,7 @@ function chooseViews(config: ResolvedConfig, names: string[]): DeclarativeView[]
   return selected.filter((v): v is DeclarativeView => v.kind === 'declarative')
 }
 
-function header(database: Database, schema: string, views: DeclarativeView[], version: number) {
+function header(database: Database, schema: string, views: DeclarativeView[]) {
   if (views.length === 0) {
     return [
       `-- matview sql: every view asked for is already created in ${database.description}; nothing to print.`,
@@ -104,48 +184,74 @@ function header(database: Database, schema: string, views: DeclarativeView[], ve
   }
   return [
     `-- matview sql: the DDL "matview create" runs for ${views.map((v) => v.name).join(', ')}`,
-    `-- on ${database.description}, catalog schema "${schema}" ${version === 0 ? '(not created yet)' : `at version ${version}`}.`,
+    `-- (printed from ${database.description}), catalog schema "${schema}", catalog version ${CATALOG_VERSION}.`,
     '--',
-    '-- Apply it in one transaction (migration tools do), to this database and before any other',
-    '-- view is created: the objects are named by the catalog ids chosen here (log_<id>, …).',
-    '-- Then run "matview create" (or "update"): it checks the objects against the definitions,',
-    '-- refuses them naming what differs, and otherwise fills the tables.',
+    '-- It applies to any database: each catalog migration runs only where the catalog lacks it,',
+    "-- and each view takes the next id of that database's catalog for its objects' names (a view",
+    '-- already in that catalog is skipped). Apply it in one transaction (psql -1; migration tools',
+    '-- do). Then run "matview create" (or "update"): it checks the objects against the',
+    '-- definitions, refuses them naming what differs, and otherwise fills the tables.',
     '',
   ]
 }
 
-/** The catalog schema and the migrations it lacks, as `ensureCatalog` runs them. */
+/**
+ * The catalog for any database: the schema and version table if absent, then every migration in
+ * a DO block that runs it only where the catalog is older, under the lock `ensureCatalog` takes.
+ * This transaction gets the migrations it lacks, so the views' DDL can be tried on it.
+ */
 async function catalogScript(trx: Kysely<any>, schema: string, version: number) {
-  const lines = [
-    `-- The catalog schema "${schema}": migrations ${version + 1} to ${CATALOG_VERSION}`,
-    '',
-  ]
+  if (version < CATALOG_VERSION) {
+    await createCatalogSchema(trx, schema)
+    for (const migration of MIGRATIONS) {
+      if (migration.version <= version) continue
+      await migration.up(trx, schema)
+      await migrationRecord(schema, migration).execute(trx)
+    }
+  }
+  const text = (query: RawBuilder<unknown>) => query.compile(trx).sql
+  const versionTable = sql.id(schema, 'catalog_version')
+  const current = text(sql`(SELECT coalesce(max(version), 0) FROM ${versionTable})`)
   const recorder = recordingKysely()
   await createCatalogSchema(recorder.db, schema)
-  await createCatalogSchema(trx, schema)
+  const lines = [
+    `-- The catalog schema "${schema}" at version ${CATALOG_VERSION}: each migration runs only where the catalog lacks it`,
+    '',
+    ...recorder.statements.map((statement) => `${dedent(statement)};\n`),
+    '-- Two scripts (or a script and matview) migrating at once wait for each other',
+    `${text(sql`SELECT pg_advisory_xact_lock(hashtext(${sql.lit(schema)}), hashtext('matview:migrate'))`)};`,
+    '',
+    doBlock(
+      [
+        'BEGIN',
+        `  IF ${current} > ${CATALOG_VERSION} THEN`,
+        `    RAISE EXCEPTION 'the catalog in schema % is at version %, newer than this script (${CATALOG_VERSION}); print it again with a newer matview', ${text(sql.lit(schema))}, ${current};`,
+        '  END IF;',
+        'END',
+      ].join('\n'),
+    ),
+    '',
+  ]
   for (const migration of MIGRATIONS) {
-    if (migration.version <= version) continue
-    recorder.statements.push(`-- Migration ${migration.version}: ${migration.description}`)
-    await migration.up(recorder.db, schema)
-    await migrationRecord(schema, migration, (v) => sql.lit(v)).execute(recorder.db)
-    await migration.up(trx, schema)
-    await migrationRecord(schema, migration).execute(trx)
+    const steps = recordingKysely()
+    await migration.up(steps.db, schema)
+    await migrationRecord(schema, migration, (v) => sql.lit(v)).execute(steps.db)
+    lines.push(
+      `-- Migration ${migration.version}: ${migration.description}`,
+      doBlock(
+        [
+          'BEGIN',
+          `  IF ${current} >= ${migration.version} THEN`,
+          '    RETURN;',
+          '  END IF;',
+          ...steps.statements.map((statement) => `  EXECUTE ${dollarQuote(dedent(statement))};`),
+          'END',
+        ].join('\n'),
+      ),
+      '',
+    )
   }
-  for (const statement of recorder.statements)
-    lines.push(statement.startsWith('--') ? statement : `${dedent(statement)};`, '')
   return lines
-}
-
-/** The next id the views' id sequence gives, read without taking it. */
-async function nextViewId(trx: Kysely<any>, schema: string, version: number): Promise<number> {
-  if (version === 0) return 1
-  const { rows } = await sql<{ id: string }>`
-    SELECT greatest(
-      (SELECT max(greatest(id, rebuild_id)) FROM ${sql.id(schema)}.views),
-      (SELECT last_value FROM pg_catalog.pg_sequences
-       WHERE schemaname = ${schema} AND sequencename = 'views_id_seq'),
-      0) + 1 AS id`.execute(trx)
-  return Number(rows[0]!.id)
 }
 
 /**

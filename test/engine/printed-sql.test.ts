@@ -80,15 +80,19 @@ describe.each(DIALECTS)('matview sql on %s', (dialect) => {
       /^-- matview sql: the DDL "matview create" runs for customer_totals, region_totals\n/,
     )
     expect(script).toContain('CREATE SCHEMA IF NOT EXISTS "matview";')
-    expect(script).toContain('-- View customer_totals (catalog id 1)')
+    expect(script).toContain('-- View customer_totals ---')
     expect(script).toContain(
       "-- The target, empty, with the query's columns and types (customer_id bigint, region text, order_count bigint, total_cents numeric)",
     )
-    expect(script).toContain('CREATE INDEX ON "public"."customer_totals" ("region");')
+    expect(script).toContain('$sql$CREATE INDEX ON "public"."customer_totals" ("region")$sql$')
+    // Object names carry a placeholder the script replaces with the applying database's next id.
     expect(script).toContain(
-      'CREATE TRIGGER "matview_1_1_update" AFTER UPDATE ON "public"."orders"',
+      'CREATE TRIGGER "matview_1999999999_1_update" AFTER UPDATE ON "public"."orders"',
     )
-    expect(script).toContain('-- View region_totals (catalog id 2)')
+    expect(script).toContain(
+      "view_id := nextval(pg_get_serial_sequence('\"matview\".views', 'id'));",
+    )
+    expect(script).toContain('-- View region_totals ---')
     expect(script).toMatch(/-- Next: "matview create" checks these objects .*\n$/)
 
     await runScript(`BEGIN;\n${script}\nCOMMIT;`)
@@ -163,7 +167,7 @@ describe.each(DIALECTS)('matview sql on %s', (dialect) => {
     const script = await viewSql({ database, views: [split] })
     expect(script).toContain('PARTITION BY HASH ("customer_id")')
     expect(script).toContain(
-      'CREATE TABLE "matview"."log_1_p2" PARTITION OF "matview"."log_1" FOR VALUES WITH (MODULUS 3, REMAINDER 2);',
+      '$sql$CREATE TABLE "matview"."log_1999999999_p2" PARTITION OF "matview"."log_1999999999" FOR VALUES WITH (MODULUS 3, REMAINDER 2)$sql$',
     )
     await runScript(`BEGIN;\n${script}\nCOMMIT;`)
     await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id = 3`.execute(

@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { formatDuration } from '../../config/duration.js'
+import { explainEmbeddedInUse } from '../embedded-in-use.js'
 import { withMatview } from '../open-matview.js'
 import { type GlobalOptions, parsePositiveInt } from '../options.js'
 import { formatRows } from '../output/format.js'
@@ -19,7 +20,11 @@ export function registerHistory(program: Command): void {
     .option('--json', 'print JSON on stdout')
     .action(async (name: string, _flags: HistoryFlags, command: Command) => {
       const flags = command.optsWithGlobals<HistoryFlags>()
-      const runs = await withMatview(flags, (mv) => mv.history(name, flags.limit))
+      const runs = await withMatview(flags, (mv) => mv.history(name, flags.limit)).catch(
+        (error: unknown) => {
+          throw explainEmbeddedInUse(error, 'history')
+        },
+      )
       if (flags.json) {
         console.log(JSON.stringify(runs, null, 2))
         return

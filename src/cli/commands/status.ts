@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import type { WorkerRecord } from '../../catalog/workers.js'
 import { checkProblem, type ViewStatus } from '../../runner/status.js'
+import { explainEmbeddedInUse } from '../embedded-in-use.js'
 import { EXIT } from '../exit-codes.js'
 import { withMatview } from '../open-matview.js'
 import { collectList, type GlobalOptions } from '../options.js'
@@ -31,10 +32,13 @@ failed or it has keys set aside, 2 usage or config error.`,
     )
     .action(async (_flags: StatusFlags, command: Command) => {
       const flags = command.optsWithGlobals<StatusFlags>()
-      const [statuses, workers] = await withMatview(flags, async (mv) => [
-        await mv.status(flags.views ? { views: flags.views } : {}),
-        await mv.workers(),
-      ])
+      const [statuses, workers] = await withMatview(
+        flags,
+        async (mv) =>
+          [await mv.status(flags.views ? { views: flags.views } : {}), await mv.workers()] as const,
+      ).catch((error: unknown) => {
+        throw explainEmbeddedInUse(error, 'status')
+      })
       const problems = statuses.flatMap((s) => {
         const problem = checkProblem(s)
         return problem ? [`${s.name}: ${problem}`] : []
