@@ -10,6 +10,7 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from 'kysely'
+import { UsageError } from '../errors/matview-error.js'
 
 /** A statement's result as PGlite returns it. */
 interface PGliteResults {
@@ -81,7 +82,7 @@ class PGliteConnection implements DatabaseConnection {
   }
 
   async begin(settings: TransactionSettings): Promise<void> {
-    if (this.#open) throw new Error('a transaction is already open on this connection')
+    if (this.#open) throw new UsageError('a transaction is already open on this connection')
     let decide: (commit: boolean) => void = () => {}
     const decided = new Promise<boolean>((resolve) => {
       decide = resolve
@@ -129,7 +130,7 @@ class PGliteConnection implements DatabaseConnection {
 
 /** A transaction setting Kysely passed, checked against the words PostgreSQL takes. */
 function checked(allowed: Set<string>, value: string): string {
-  if (!allowed.has(value)) throw new Error(`unsupported transaction setting: ${value}`)
+  if (!allowed.has(value)) throw new UsageError(`unsupported transaction setting: ${value}`)
   return value
 }
 

@@ -1,6 +1,7 @@
 import { PGlite } from '@electric-sql/pglite'
 import { Kysely, sql } from 'kysely'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { connect } from '../../src/dialects/connect.js'
 import { PGliteDialect } from '../../src/dialects/pglite-dialect.js'
 
 // matview's Kysely dialect for PGlite, against the application's own statements on the same
@@ -102,5 +103,16 @@ describe('the PGlite dialect, on an instance the application also uses', () => {
     await pg.query('INSERT INTO t VALUES (1, 1)')
     expect(await count()).toBe(1)
     expect((await pg.query('SELECT count(*)::int AS n FROM d')).rows).toEqual([{ n: 0 }])
+  })
+
+  it('gives two Matview connections on one instance the same view locks', async () => {
+    // A worker and an update, say, each with its own Matview on the application's instance.
+    const one = await connect(pg as never)
+    const two = await connect(pg as never)
+    const key = { schema: 'matview', name: 'customer_totals' }
+    expect(await one.adapter.tryLock(one.db, key)).toBe(true)
+    expect(await two.adapter.tryLock(two.db, key)).toBe(false)
+    await one.adapter.unlock(one.db, key)
+    expect(await two.adapter.tryLock(two.db, key)).toBe(true)
   })
 })
