@@ -5,6 +5,7 @@ import { ConfigError, ConnectionError, errorMessage } from '../errors/matview-er
 import type { DialectAdapter } from './dialect-adapter.js'
 import { type Listen, pgliteListen, postgresListen } from './listen.js'
 import { createPgliteAdapter } from './pglite.js'
+import { PGliteDialect } from './pglite-dialect.js'
 import { lockDataDirectory } from './pglite-file-lock.js'
 import { postgresAdapter } from './postgres.js'
 
@@ -51,6 +52,20 @@ export function isPGlite(value: unknown): value is PGliteLike {
   )
 }
 
+/**
+ * One lock table per PGlite instance: two Matview objects on the application's instance (a
+ * worker and an `update`, say) must see each other's view locks, as sessions do on PostgreSQL.
+ */
+const pgliteAdapters = new WeakMap<object, DialectAdapter>()
+function pgliteAdapterOf(instance: object): DialectAdapter {
+  let adapter = pgliteAdapters.get(instance)
+  if (!adapter) {
+    adapter = createPgliteAdapter()
+    pgliteAdapters.set(instance, adapter)
+  }
+  return adapter
+}
+
 /** The default when no database is configured anywhere: persistent, so the next run sees it. */
 export const DEFAULT_PGLITE_DIR = '.matview/pglite'
 
@@ -65,12 +80,11 @@ export async function connect(
   // Handles the caller owns are never closed here.
   if (isDatabase(spec)) return { ...spec, close: async () => {} }
   if (isPGlite(spec)) {
-    const { PGliteDialect } = await import('kysely-pglite-dialect')
     const db = new Kysely<any>({ dialect: new PGliteDialect(spec as never) })
     const hasListen = typeof (spec as { listen?: unknown }).listen === 'function'
     return {
       db,
-      adapter: createPgliteAdapter(),
+      adapter: pgliteAdapterOf(spec),
       description: 'the application’s PGlite instance',
       ...(hasListen ? { listen: pgliteListen(spec as never) } : {}),
       close: async () => {},
@@ -157,10 +171,7 @@ async function connectPostgres(url: string): Promise<Database> {
 
 async function connectPglite(dataDir: string | undefined): Promise<Database> {
   // Loaded on demand: the WASM build is large and PostgreSQL users never need it.
-  const [{ PGlite }, { PGliteDialect }] = await Promise.all([
-    import('@electric-sql/pglite'),
-    import('kysely-pglite-dialect'),
-  ])
+  const { PGlite } = await import('@electric-sql/pglite')
   const release = dataDir ? lockDataDirectory(dataDir) : () => {}
   try {
     const client = await PGlite.create(dataDir)

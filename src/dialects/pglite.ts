@@ -9,7 +9,7 @@ interface Held {
 
 /**
  * PGlite runs in this process on one connection, and its data directory is guarded by a
- * lock file (see `open-pglite.ts`), so no other process can reach it. PostgreSQL's advisory
+ * lock file (see `pglite-file-lock.ts`), so no other process can reach it. PostgreSQL's advisory
  * locks are re-entrant within one session, so they cannot keep two runners in this process
  * apart: an in-process table of held keys per database does. A runner's `conn` (the Kysely
  * instance of its `db.connection()`) stands for its session: its own holds never conflict.
