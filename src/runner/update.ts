@@ -38,6 +38,11 @@ export interface UpdateOptions {
    * `matview retry`); the worker asks for it after a view failed several times in a row.
    */
   isolateFailures?: boolean
+  /**
+   * Record a run that found nothing to do by extending the previous run's row when that one
+   * found nothing either, instead of adding a row (the worker: one row per idle stretch).
+   */
+  mergeIdleRuns?: boolean
   /** Aborting it stops the run after the current batch (SIGINT/SIGTERM in the CLI). */
   signal?: AbortSignal
   logger?: Logger

@@ -227,6 +227,7 @@ export async function runWorker(
         views: [slot.view.name],
         signal: stop,
         isolateFailures: slot.failures >= (options.isolateAfter ?? 3),
+        mergeIdleRuns: true,
         logger,
         ...(options.onBatch ? { onBatch: options.onBatch } : {}),
         ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
@@ -271,7 +272,10 @@ export async function runWorker(
     const next = nextDue(slot.timing, started)
     if (next !== undefined) slot.dueAt = Math.min(slot.dueAt ?? next, next)
     // A write in the same session within the notify window sent no notification: look once more.
-    else if (result.outcome !== 'skipped') slot.checkAt = after + NOTIFY_WINDOW_MS * 1.5
+    // Only declarative views have capture triggers that notify; a hand-written view without a
+    // schedule is always "pending" to the poll, so a look-again would run it every 150 ms.
+    else if (result.outcome !== 'skipped' && slot.view.kind === 'declarative')
+      slot.checkAt = after + NOTIFY_WINDOW_MS * 1.5
   }
 
   let nextPoll = Date.now() + pollMs

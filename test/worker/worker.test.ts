@@ -245,6 +245,65 @@ describe.each(DIALECTS)('worker on %s', (dialect) => {
     expect(await fresh()).toBe(true)
   })
 
+  it('runs a hand-written view without a schedule once per poll, not again 150 ms after each run', async () => {
+    let checks = 0
+    const polled = defineHandwrittenView({
+      name: 'polled',
+      needsInsert: () => {
+        checks++
+        return 0
+      },
+      doInsert: () => 0,
+    })
+    const { mv } = await open(dialect, [customerTotals, polled])
+    // A long poll: after its run at start the view is due again only a minute later.
+    const worker = start(mv, { pollMs: 60_000 })
+    await until(
+      async () => worker.results.filter((r) => r.view === 'customer_totals').length >= 1,
+      30_000,
+    )
+    await until(async () => worker.results.some((r) => r.view === 'polled'), 30_000)
+    // The declarative view's look-again (150 ms after its run) has come and gone many times over.
+    await sleep(1500)
+    await worker.stop()
+    // Before the fix it ran every ~160 ms: 10 runs and more in this time.
+    expect(worker.results.filter((r) => r.view === 'polled').length).toBe(1)
+    expect(checks).toBe(1)
+  })
+
+  it('keeps one history row per idle stretch, not one per run that found nothing to do', async () => {
+    let waiting = 0
+    const periodic = defineHandwrittenView({
+      name: 'periodic',
+      every: '100ms',
+      needsInsert: () => waiting,
+      doInsert: () => {
+        waiting--
+        return 1
+      },
+    })
+    const { mv } = await open(dialect, [periodic])
+    const worker = start(mv, { pollMs: 60_000 })
+    const runs = () => worker.results.filter((r) => r.view === 'periodic').length
+    await until(async () => runs() >= 5, 30_000)
+    waiting = 1
+    await until(async () => worker.results.some((r) => r.inserted === 1), 30_000)
+    const after = runs()
+    await until(async () => runs() >= after + 5, 30_000)
+    await worker.stop()
+    expect(worker.results.every((r) => r.outcome === 'done')).toBe(true)
+    // Newest first: the idle stretch after the write, the run that applied it, the first stretch.
+    const history = await mv.history('periodic', 100)
+    expect(history.map((r) => [r.outcome, r.inserted, r.batches])).toEqual([
+      ['done', 0, 0],
+      ['done', 1, 1],
+      ['done', 0, 0],
+    ])
+    // A stretch row ends at its last check.
+    for (const row of [history[0]!, history[2]!])
+      expect(row.finishedAt!.getTime()).toBeGreaterThan(row.startedAt.getTime())
+  })
+
   it('runs a view on its schedule and another at its interval', async () => {
     let scheduled = 0
     let periodic = 0

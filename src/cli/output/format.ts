@@ -52,8 +52,17 @@ export function formatAgo(date: Date, now = new Date()): string {
   return `${formatDuration(Math.max(0, now.getTime() - date.getTime()))} ago`
 }
 
+/**
+ * A finished run that applied nothing. The worker keeps one such row per idle stretch: it
+ * started at the first check that found nothing and finished at the last.
+ */
+export function isIdleRun(run: RunRecord): boolean {
+  return run.outcome === 'done' && run.batches === 0 && run.finishedAt !== null
+}
+
 export function formatRun(run: RunRecord | null): string {
   if (!run) return 'never'
+  if (isIdleRun(run)) return `${formatAgo(run.finishedAt!)}, done, nothing to do`
   const took = run.finishedAt
     ? formatDuration(run.finishedAt.getTime() - run.startedAt.getTime())
     : 'running'
