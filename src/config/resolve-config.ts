@@ -38,8 +38,10 @@ export interface ConfigOverrides {
 }
 
 /**
- * Checks a config object and applies overrides: flags win over env vars, env vars over the
- * file, the file over defaults. Throws a {@link ConfigError} naming the first bad field.
+ * Checks a config object and applies overrides. The database: `--database` first, then a
+ * `database` given in code (a config object with no `configFile`: what the caller wrote wins
+ * over the environment), then `MATVIEW_DATABASE_URL`, `DATABASE_URL`, the config file's
+ * `database`, the default. Throws a {@link ConfigError} naming the first bad field.
  */
 export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}): ResolvedConfig {
   const where = overrides.configFile ? `config ${overrides.configFile}` : 'config'
@@ -54,6 +56,8 @@ export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}):
   let database: DatabaseSpec = `pglite:${DEFAULT_PGLITE_DIR}`
   let databaseFrom = 'default'
   if (overrides.database) [database, databaseFrom] = [overrides.database, '--database']
+  else if (file.database && !overrides.configFile)
+    [database, databaseFrom] = [file.database, 'the database option']
   else if (env.MATVIEW_DATABASE_URL)
     [database, databaseFrom] = [env.MATVIEW_DATABASE_URL, 'MATVIEW_DATABASE_URL']
   else if (env.DATABASE_URL) [database, databaseFrom] = [env.DATABASE_URL, 'DATABASE_URL']

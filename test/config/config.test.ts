@@ -16,18 +16,40 @@ describe('config', () => {
 
   it('lets env vars override the file and flags override both', () => {
     const file = { database: 'pglite:memory' }
-    expect(resolveConfig(file, { env: { DATABASE_URL: 'postgres://a/b' } }).database).toBe(
-      'postgres://a/b',
-    )
+    const configFile = '/app/matview.config.ts'
+    expect(
+      resolveConfig(file, { env: { DATABASE_URL: 'postgres://a/b' }, configFile }),
+    ).toMatchObject({ database: 'postgres://a/b', databaseFrom: 'DATABASE_URL' })
     expect(
       resolveConfig(file, {
         env: { DATABASE_URL: 'postgres://a/b', MATVIEW_DATABASE_URL: 'postgres://c/d' },
+        configFile,
       }).database,
     ).toBe('postgres://c/d')
     expect(
-      resolveConfig(file, { env: { MATVIEW_DATABASE_URL: 'postgres://c/d' }, database: 'pglite:x' })
-        .database,
+      resolveConfig(file, {
+        env: { MATVIEW_DATABASE_URL: 'postgres://c/d' },
+        database: 'pglite:x',
+        configFile,
+      }).database,
     ).toBe('pglite:x')
+    expect(resolveConfig(file, { env: {}, configFile })).toMatchObject({
+      database: 'pglite:memory',
+      databaseFrom: `config ${configFile}`,
+    })
+  })
+
+  it('lets a database given in code win over the environment (only --database beats it)', () => {
+    const env = { DATABASE_URL: 'postgres://a/b', MATVIEW_DATABASE_URL: 'postgres://c/d' }
+    expect(resolveConfig({ database: 'pglite:memory' }, { env })).toMatchObject({
+      database: 'pglite:memory',
+      databaseFrom: 'the database option',
+    })
+    expect(
+      resolveConfig({ database: 'pglite:memory' }, { env, database: 'pglite:x' }).database,
+    ).toBe('pglite:x')
+    // No database in code: the environment, as before.
+    expect(resolveConfig({}, { env }).database).toBe('postgres://c/d')
   })
 
   it('names the bad field', () => {

@@ -31,10 +31,15 @@ failed or it has keys set aside, 2 usage or config error.`,
     )
     .action(async (_flags: StatusFlags, command: Command) => {
       const flags = command.optsWithGlobals<StatusFlags>()
-      const [statuses, workers] = await withMatview(flags, async (mv) => [
-        await mv.status(flags.views ? { views: flags.views } : {}),
-        await mv.workers(),
-      ])
+      const [statuses, workers, database] = await withMatview(
+        flags,
+        async (mv) =>
+          [
+            await mv.status(flags.views ? { views: flags.views } : {}),
+            await mv.workers(),
+            `${mv.database.description} (from ${mv.config.databaseFrom})`,
+          ] as const,
+      )
       const problems = statuses.flatMap((s) => {
         const problem = checkProblem(s)
         return problem ? [`${s.name}: ${problem}`] : []
@@ -44,6 +49,7 @@ failed or it has keys set aside, 2 usage or config error.`,
         console.log(JSON.stringify(statuses, null, 2))
         return
       }
+      console.log(`database: ${database}\n`)
       if (statuses.length === 0) {
         console.log('no views: add some to matview.config.ts (see `matview --help`)')
       } else {
