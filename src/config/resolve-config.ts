@@ -3,7 +3,7 @@ import { DEFAULT_REBUILD_SHARE, type Strategy } from '../engine/choose-strategy.
 import { ConfigError } from '../errors/matview-error.js'
 import { fromClass, isMaterializedViewClass } from '../views/handwritten.js'
 import type { ViewDefinition } from '../views/view-definition.js'
-import { configSchema, describeIssue } from './config-schema.js'
+import { configSchema, describeIssue, firstIssue } from './config-schema.js'
 import type { MatviewConfig } from './define-config.js'
 import { parseDuration } from './duration.js'
 
@@ -47,8 +47,7 @@ export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}):
   const where = overrides.configFile ? `config ${overrides.configFile}` : 'config'
   const parsed = configSchema.safeParse(config ?? {})
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!
-    throw new ConfigError(`${where}: ${describeIssue(issue)}`)
+    throw new ConfigError(`${where}: ${describeIssue(firstIssue(parsed.error.issues), config)}`)
   }
   const file = config as MatviewConfig
   const env = overrides.env ?? process.env

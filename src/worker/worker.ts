@@ -13,6 +13,7 @@ import type { Listener } from '../dialects/listen.js'
 import { addNotifyToCaptures, NOTIFY_WINDOW_MS, notifyChannel } from '../engine/capture-ddl.js'
 import { hasPending } from '../engine/has-pending.js'
 import { errorMessage } from '../errors/matview-error.js'
+import { formatDuration, formatRows } from '../runner/format-counts.js'
 import { type Logger, silentLogger } from '../runner/logger.js'
 import { runUpdate, selectViews, type ViewResult } from '../runner/update.js'
 import type { ViewDefinition } from '../views/view-definition.js'
@@ -267,7 +268,7 @@ export async function runWorker(
     slot.lastError = undefined
     if (result.batches > 0)
       logger.info(
-        `view "${slot.view.name}": +${result.inserted} ~${result.updated} -${result.deleted} in ${result.batches} batch${result.batches === 1 ? '' : 'es'}, ${result.durationMs}ms`,
+        `view "${slot.view.name}": ${formatRows(result)}, ${formatDuration(result.durationMs)}`,
       )
     const next = nextDue(slot.timing, started)
     if (next !== undefined) slot.dueAt = Math.min(slot.dueAt ?? next, next)

@@ -97,6 +97,8 @@ describe.each(DIALECTS)('matview update as a process, on %s', (dialect) => {
       const result = await done
       expect(result.code).toBe(code)
       expect(result.stderr).toContain(`${signal}: stopping after the current batch`)
+      expect(result.stdout).toMatch(/^copies: interrupted, \+[\d,]+ ~0 -0 in [\d,]+ batches/m)
+      expect(result.stdout).not.toContain('interrupted (interrupted)')
       const copied = await copies()
       // Whole batches only: nothing half-applied, and most of the work left for the next run.
       expect(copied % 10).toBe(0)

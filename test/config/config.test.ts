@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { defineHandwrittenView, MaterializedView, resolveConfig } from '../../src/index.js'
+import { customerTotals } from '../support/views.js'
 
 const view = defineHandwrittenView({ name: 'v', needsInsert: () => 0, doInsert: () => 0 })
 
@@ -59,7 +60,27 @@ describe('config', () => {
     expect(() => resolveConfig({ batchSize: 'x' }, { env: {} })).toThrow(
       /batchSize: must be a number/,
     )
-    expect(() => resolveConfig({ batchsize: 10 }, { env: {} })).toThrow(/unknown field "batchsize"/)
+    expect(() => resolveConfig({ batchsize: 10 }, { env: {} })).toThrow(
+      /unknown field "batchsize" \(did you mean batchSize\?\)/,
+    )
+    // In a view, as at the top level; the misspelling first (it also leaves `sources` missing).
+    expect(() =>
+      resolveConfig(
+        { views: [{ ...customerTotals, sources: undefined, soruces: customerTotals.sources }] },
+        { env: {} },
+      ),
+    ).toThrow(
+      /^config: unknown field "soruces" in views\.0 \(did you mean sources\?\); known fields of a declarative view: kind, /,
+    )
+    expect(() =>
+      resolveConfig({ views: [{ ...view, neddsUpdate: () => 0 }] }, { env: {} }),
+    ).toThrow(/unknown field "neddsUpdate" in views\.0 \(did you mean needsUpdate\?\)/)
+    expect(() => resolveConfig({ views: [{ ...view, zzz: 1 }] }, { env: {} })).toThrow(
+      /unknown field "zzz" in views\.0; known fields of a hand-written view: kind, name/,
+    )
+    expect(() =>
+      resolveConfig({ views: [{ ...customerTotals, key: undefined }] }, { env: {} }),
+    ).toThrow(/^config: views\.0\.key: is missing$/)
     expect(() =>
       resolveConfig(
         { views: [{ kind: 'handwritten', name: 'a', needsInsert: () => 0 }] },

@@ -4,7 +4,7 @@ import { checkProblem, type ViewStatus } from '../../runner/status.js'
 import { EXIT } from '../exit-codes.js'
 import { withMatview } from '../open-matview.js'
 import { collectList, type GlobalOptions } from '../options.js'
-import { formatPending, formatRun } from '../output/format.js'
+import { formatCount, formatPending, formatRun } from '../output/format.js'
 import { formatTable } from '../output/table.js'
 
 interface StatusFlags extends GlobalOptions {
@@ -59,7 +59,7 @@ failed or it has keys set aside, 2 usage or config error.`,
           if (s.pendingError) console.log(`${s.name}: pending work unknown: ${s.pendingError}`)
           if (s.setAside > 0)
             console.log(
-              `${s.name}: ${s.setAside} key${s.setAside === 1 ? '' : 's'} set aside after failing alone; fix the data, then run "matview retry ${s.name}"`,
+              `${s.name}: ${formatCount(s.setAside)} key${s.setAside === 1 ? '' : 's'} set aside after failing alone; fix the data, then run "matview retry ${s.name}"`,
             )
         }
       }
@@ -95,7 +95,7 @@ export function formatStatusTable(statuses: ViewStatus[]): string {
       s.pendingError ? 'error' : formatPending(s.pending),
       (s.pending?.lagSeconds == null ? '-' : `${s.pending.lagSeconds.toFixed(1)}s`) +
         (s.overMaxLag ? ` (over maxLag ${s.maxLagSeconds}s)` : ''),
-      s.pending?.targetRows === undefined ? '-' : String(s.pending.targetRows),
+      s.pending?.targetRows === undefined ? '-' : formatCount(s.pending.targetRows),
       s.running ? 'yes' : 'no',
       formatRun(s.lastRun),
     ]),
