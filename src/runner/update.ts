@@ -266,7 +266,7 @@ function logResult(logger: Logger, r: ViewResult): void {
 }
 
 /** The error's message and stack, and its causes' stacks: where a hook threw. */
-function failureTrace(r: ViewResult): string {
+export function failureTrace(r: ViewResult): string {
   const lines: string[] = []
   let cause: unknown = r.cause
   for (let depth = 0; cause instanceof Error && depth < 3; depth++) {
