@@ -9,7 +9,6 @@ import type { DeclarativeView } from '../views/declarative.js'
 import { Budget } from './budget.js'
 import type { StopReason } from './kind-runner.js'
 import { selectViews } from './update.js'
-import { yieldToEventLoop } from './yield-plugin.js'
 
 export interface VerifyOptions {
   /** Put the drifted keys in the change log and apply them (under the view's lock). */
@@ -138,11 +137,11 @@ async function verifyOne(
     }
     // Comparing only reads, each range in one snapshot: no lock. Repairing writes the view,
     // which only its lock holder may do (DESIGN, one writer per view).
-    // Each query lets the event loop turn, so a signal stops PGlite's back-to-back ranges too.
-    if (!options.repair) return await compare(database.db.withPlugin(yieldToEventLoop))
+    // With a shutdown signal each query lets the event loop turn: a signal stops PGlite's ranges too.
+    if (!options.repair) return await compare(budget.watch(database.db))
     const key = { schema: config.schema, name: view.name }
     return await database.db.connection().execute(async (held) => {
-      const conn = held.withPlugin(yieldToEventLoop)
+      const conn = budget.watch(held)
       if (!(await database.adapter.tryLock(conn, key))) {
         const error = new UsageError(
           `view "${view.name}" is being updated or rebuilt by another runner; try --repair again when it is done`,

@@ -15,7 +15,6 @@ import type { Budget } from './budget.js'
 import type { StopReason } from './kind-runner.js'
 import type { ProgressEvent, ViewResult } from './update.js'
 import type { LockMode } from './view-lock.js'
-import { yieldToEventLoop } from './yield-plugin.js'
 
 export interface ViewRunOptions {
   /** The time budget and the abort signal of the whole command. */
@@ -97,7 +96,7 @@ export async function withViewRun<R extends ViewResult>(
   const key = { schema: config.schema, name: view.name }
   try {
     return await database.db.connection().execute(async (held) => {
-      const conn = held.withPlugin(yieldToEventLoop)
+      const conn = budget.watch(held)
       const mode = await steps.lock(conn, key)
       if (!mode) {
         const { outcome, ...extra } = steps.heldElsewhere()
