@@ -1,5 +1,6 @@
 import { ensureCatalog } from './catalog/ensure-catalog.js'
 import { listRuns, type RunRecord } from './catalog/runs.js'
+import { readViewRows } from './catalog/view-rows.js'
 import { listWorkers, type WorkerRecord } from './catalog/workers.js'
 import type { MatviewConfig } from './config/define-config.js'
 import {
@@ -126,9 +127,25 @@ export class Matview {
     return readStatus(this.database, this.config, options)
   }
 
-  /** A view's runs, newest first. */
-  history(view: string, limit = 20): Promise<RunRecord[]> {
-    return listRuns(this.database.db, this.config.schema, view, limit)
+  /**
+   * A view's runs, newest first. A name neither in the config nor in the catalog, with no runs
+   * (a dropped view keeps its history), is a {@link UsageError}: most likely a typo.
+   */
+  async history(view: string, limit = 20): Promise<RunRecord[]> {
+    const runs = await listRuns(this.database.db, this.config.schema, view, limit)
+    if (runs.length > 0 || this.config.views.some((v) => v.name === view)) return runs
+    const created = await readViewRows(this.database.db, this.config.schema)
+    if ([...created.values()].some((row) => row.name === view)) return runs
+    const known = [
+      ...new Set([
+        ...this.config.views.map((v) => v.name),
+        ...[...created.values()].map((r) => r.name),
+      ]),
+    ]
+    throw new UsageError(
+      `unknown view "${view}"; known views: ${known.length > 0 ? known.join(', ') : 'none'}`,
+      'UNKNOWN_VIEW',
+    )
   }
 
   /** Drops views from the database (see `matview drop`), one after the other. */

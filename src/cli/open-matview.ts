@@ -16,7 +16,13 @@ export async function openMatview(
   })
   // Unknown view names are refused before the database is opened (or an embedded one created).
   if (views && views.length > 0) selectViews(config.views, views)
-  return Matview.open(config)
+  const mv = await Matview.open(config)
+  // Which database, and why that one: a stray DATABASE_URL would otherwise go unnoticed.
+  if (options.verbose)
+    process.stderr.write(
+      `debug database: ${mv.database.description} (from ${config.databaseFrom})\n`,
+    )
+  return mv
 }
 
 /** Runs `fn` with an open matview and always closes it. */

@@ -120,6 +120,8 @@ const handwrittenView = z
       ]),
     ),
   })
+  // Strict: a misspelt field (`soruces`) is an error naming it, not a field silently ignored.
+  .strict()
   .superRefine((view, ctx) => {
     oneTiming(view, ctx)
     const hooks = view as Record<string, unknown>
@@ -199,6 +201,7 @@ const declarativeView = z
       )
       .optional(),
   })
+  .strict()
   .superRefine(oneTiming)
 
 const view = z.union([
@@ -263,13 +266,72 @@ export const configSchema = z
   .strict()
 
 /** `views.2.name: must not be empty` from zod's issues. */
-export function describeIssue(top: z.core.$ZodIssue): string {
+export function describeIssue(top: z.core.$ZodIssue, input?: unknown): string {
   const { issue, path: fullPath } = innermost(top, [])
   const path = fullPath.map(String).join('.')
   if (issue.code === 'unrecognized_keys') {
-    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}; known fields: database, schema, batchSize, strategy, rebuildShare, keepRuns, views`
+    const [kind, known] = knownFields(input, fullPath)
+    const [first] = issue.keys
+    const guess = issue.keys.length === 1 && first ? closest(first, known) : undefined
+    return `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${path ? ` in ${path}` : ''}${guess ? ` (did you mean ${guess}?)` : ''}; known fields${kind}: ${known.join(', ')}`
   }
+  if (issue.code === 'invalid_type' && path && valueAt(input, fullPath) === undefined)
+    return `${path}: is missing`
   return path ? `${path}: ${issue.message}` : issue.message
+}
+
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let value: unknown = input
+  for (const key of path) value = (value as Record<PropertyKey, unknown> | undefined)?.[key]
+  return value
+}
+
+/**
+ * The issue to report: a misspelt field first (`soruces` also makes `sources` missing, and the
+ * misspelling is what to fix), else the first.
+ */
+export function firstIssue(issues: z.core.$ZodIssue[]): z.core.$ZodIssue {
+  return issues.find((i) => innermost(i, []).issue.code === 'unrecognized_keys') ?? issues[0]!
+}
+
+/** The fields of the object at `path` in the config: the top level's or a view's. */
+function knownFields(input: unknown, path: PropertyKey[]): [string, string[]] {
+  if (path.length === 0) return ['', Object.keys(configSchema.shape)]
+  const value = valueAt(input, path)
+  const kind = (value as { kind?: unknown } | undefined)?.kind
+  const schema = kind === 'handwritten' ? handwrittenView : declarativeView
+  return [
+    ` of a ${kind === 'handwritten' ? 'hand-written' : 'declarative'} view`,
+    ['kind', ...Object.keys(schema.shape).filter((k) => k !== 'kind')],
+  ]
+}
+
+/** The known field a misspelt one most likely meant: a few letters off, case aside. */
+function closest(field: string, known: string[]): string | undefined {
+  const lower = field.toLowerCase()
+  let best: { name: string; distance: number } | undefined
+  for (const name of known) {
+    const distance = editDistance(lower, name.toLowerCase())
+    if (distance <= Math.max(2, Math.floor(name.length / 3)) && (!best || distance < best.distance))
+      best = { name, distance }
+  }
+  return best?.name
+}
+
+/** Levenshtein distance, with a swap of two neighbours counted as one edit (`soruces`). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  )
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, d[i - 2]![j - 2]! + 1)
+      d[i]![j] = best
+    }
+  return d[a.length]![b.length]!
 }
 
 /**
@@ -289,9 +351,13 @@ function innermost(
     for (const inner of branch) {
       const found = innermost(inner, path)
       const generic = found.issue.code === 'invalid_union' || found.issue.code === 'custom'
+      // A misspelt field is what to fix first (it also makes the field it meant missing).
+      const misspelt = (i: z.core.$ZodIssue) => i.code === 'unrecognized_keys'
+      if (misspelt(best.issue) && !misspelt(found.issue)) continue
       if (
-        found.path.length > best.path.length &&
-        !(generic && found.issue.message === 'Invalid input')
+        (misspelt(found.issue) && !misspelt(best.issue)) ||
+        (found.path.length > best.path.length &&
+          !(generic && found.issue.message === 'Invalid input'))
       )
         best = found
     }

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { loadConfig as loadWithC12 } from 'c12'
 import { ConfigError, errorMessage } from '../errors/matview-error.js'
@@ -56,7 +56,19 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Resol
       { cause: error },
     )
   }
+  if (configFile && !hasDefaultExport(readFileSync(configFile, 'utf8')))
+    throw new ConfigError(
+      `config ${configFile} has no default export; end it with \`export default defineConfig({ views: [ … ] })\``,
+    )
   return resolveConfig(config, { ...options, ...(configFile ? { configFile } : {}) })
+}
+
+/**
+ * Whether a config file's text exports a default: without one c12 hands back `{}` (or the
+ * named exports), which would read as an empty config or a misspelt field.
+ */
+function hasDefaultExport(text: string): boolean {
+  return /\bexport\s+default\b|\bas\s+default\b|\bmodule\.exports\b|\bexports\.default\b/.test(text)
 }
 
 /** The file c12 would have loaded, to name it when loading failed before c12 could say. */

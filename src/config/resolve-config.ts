@@ -3,7 +3,7 @@ import { DEFAULT_REBUILD_SHARE, type Strategy } from '../engine/choose-strategy.
 import { ConfigError } from '../errors/matview-error.js'
 import { fromClass, isMaterializedViewClass } from '../views/handwritten.js'
 import type { ViewDefinition } from '../views/view-definition.js'
-import { configSchema, describeIssue } from './config-schema.js'
+import { configSchema, describeIssue, firstIssue } from './config-schema.js'
 import type { MatviewConfig } from './define-config.js'
 import { parseDuration } from './duration.js'
 
@@ -38,15 +38,16 @@ export interface ConfigOverrides {
 }
 
 /**
- * Checks a config object and applies overrides: flags win over env vars, env vars over the
- * file, the file over defaults. Throws a {@link ConfigError} naming the first bad field.
+ * Checks a config object and applies overrides. The database: `--database` first, then a
+ * `database` given in code (a config object with no `configFile`: what the caller wrote wins
+ * over the environment), then `MATVIEW_DATABASE_URL`, `DATABASE_URL`, the config file's
+ * `database`, the default. Throws a {@link ConfigError} naming the first bad field.
  */
 export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}): ResolvedConfig {
   const where = overrides.configFile ? `config ${overrides.configFile}` : 'config'
   const parsed = configSchema.safeParse(config ?? {})
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!
-    throw new ConfigError(`${where}: ${describeIssue(issue)}`)
+    throw new ConfigError(`${where}: ${describeIssue(firstIssue(parsed.error.issues), config)}`)
   }
   const file = config as MatviewConfig
   const env = overrides.env ?? process.env
@@ -54,6 +55,8 @@ export function resolveConfig(config: unknown, overrides: ConfigOverrides = {}):
   let database: DatabaseSpec = `pglite:${DEFAULT_PGLITE_DIR}`
   let databaseFrom = 'default'
   if (overrides.database) [database, databaseFrom] = [overrides.database, '--database']
+  else if (file.database && !overrides.configFile)
+    [database, databaseFrom] = [file.database, 'the database option']
   else if (env.MATVIEW_DATABASE_URL)
     [database, databaseFrom] = [env.MATVIEW_DATABASE_URL, 'MATVIEW_DATABASE_URL']
   else if (env.DATABASE_URL) [database, databaseFrom] = [env.DATABASE_URL, 'DATABASE_URL']

@@ -163,7 +163,7 @@ async function connectPostgres(url: string): Promise<Database> {
   return {
     db,
     adapter: postgresAdapter,
-    description: redact(url),
+    description: describeUrl(parsed),
     listen: postgresListen(url),
     close: () => db.destroy(),
   }
@@ -199,6 +199,16 @@ async function connectPglite(dataDir: string | undefined): Promise<Database> {
       },
     )
   }
+}
+
+/**
+ * A PostgreSQL URL as `postgres://user@host:port/db`, for `status` and `-v`: no password, and no
+ * query string (it may carry `password=` or key paths).
+ */
+function describeUrl(url: URL): string {
+  const user = url.username ? `${decodeURIComponent(url.username)}@` : ''
+  const port = url.port || '5432'
+  return `postgres://${user}${url.hostname || 'localhost'}:${port}${decodeURIComponent(url.pathname)}`
 }
 
 /** A URL with its password replaced, safe to print. */

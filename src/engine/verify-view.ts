@@ -8,10 +8,13 @@ import type { ViewRuntime } from './view-runtime.js'
 /** How a key of the target differs from the query. */
 export type DriftKind = 'missing' | 'extra' | 'different'
 
-/** Keys of one kind of drift: how many, and the first few (column name to value as text). */
+/**
+ * Keys of one kind of drift: how many, and the first few (column name to value: a number for
+ * an integer column, as JSON readers expect, else the value as text).
+ */
 export interface DriftKeys {
   count: number
-  first: Record<string, string>[]
+  first: Record<string, string | number>[]
 }
 
 /** What comparing a ready view's target with its query found. */
@@ -72,6 +75,7 @@ export async function compareView(
     repaired: 0,
   }
   const total = await estimateRows(db, view)
+  const asValue = await keyValueReader(db, view)
   let keysPerRange = ctx.rangeKeys ?? FIRST_RANGE_KEYS
   let lo: string[] | undefined
   while (true) {
@@ -99,7 +103,7 @@ export async function compareView(
       const kept = found[row.kind]
       kept.count++
       if (kept.first.length < ctx.sample)
-        kept.first.push(Object.fromEntries(view.key.map((k, i) => [k, row.key[i]!])))
+        kept.first.push(Object.fromEntries(view.key.map((k, i) => [k, asValue(k, row.key[i]!)])))
       drifted.push(row.key)
     }
     if (ctx.repair && drifted.length > 0) found.repaired += await repair(db, view, drifted, ctx)
@@ -272,4 +276,27 @@ async function repair(
     applied += chunk.length
   }
   return applied
+}
+
+const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint'])
+
+/** Turns a key value read as text back into a number where its column is an integer. */
+async function keyValueReader(
+  db: Kysely<any>,
+  view: ViewRuntime,
+): Promise<(column: string, text: string) => string | number> {
+  const { rows } = await sql<{ name: string; type: string }>`
+    SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, NULL) AS type
+    FROM pg_catalog.pg_attribute AS a
+    JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = ${view.target.schema} AND c.relname = ${view.target.table}
+      AND a.attname = ANY(${view.key}) AND a.attnum > 0`.execute(db)
+  const integers = new Set(rows.filter((r) => INTEGER_TYPES.has(r.type)).map((r) => r.name))
+  return (column, text) => {
+    if (!integers.has(column)) return text
+    const n = Number(text)
+    // A bigint past 2^53 stays text: a JSON number would lose its last digits.
+    return Number.isSafeInteger(n) ? n : text
+  }
 }

@@ -1,4 +1,6 @@
+import type { Kysely } from 'kysely'
 import type { StopReason } from './kind-runner.js'
+import { yieldToEventLoop } from './yield-plugin.js'
 
 /**
  * The limits of one `update`: a deadline for the whole run (`--max-time`), and the caller's
@@ -27,6 +29,15 @@ export class Budget {
     if (this.shutdown?.aborted) return 'interrupted'
     if (this.deadline !== undefined && Date.now() >= this.deadline) return 'time budget'
     return undefined
+  }
+
+  /**
+   * Lets the event loop turn after each query of `db` when there is a shutdown signal to
+   * notice (see yield-plugin.ts). Without one nothing waits on the loop, and an application
+   * driving a shared PGlite instance in a tight loop of its own must not starve the run.
+   */
+  watch(db: Kysely<any>): Kysely<any> {
+    return this.shutdown ? db.withPlugin(yieldToEventLoop) : db
   }
 
   get interrupted(): boolean {

@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely'
-import { ViewRunError } from '../errors/matview-error.js'
+import { errorMessage, ViewRunError } from '../errors/matview-error.js'
 import { type HandwrittenView, OPERATIONS } from '../views/handwritten.js'
 import type { ViewContext } from '../views/view-context.js'
 import type { KindRunner, PendingWork } from './kind-runner.js'
@@ -37,7 +37,7 @@ export const handwrittenRunner: KindRunner<HandwrittenView> = {
         const began = performance.now()
         const result: unknown = await ctx.conn
           .transaction()
-          .execute(async (trx) => applyHook(hookCtx(trx)))
+          .execute(async (trx) => callHook(view.name, op.apply, () => applyHook(hookCtx(trx))))
         if (typeof result !== 'number' || !Number.isInteger(result) || result < 0) {
           throw new ViewRunError(
             view.name,
@@ -48,7 +48,11 @@ export const handwrittenRunner: KindRunner<HandwrittenView> = {
         ctx.onBatch?.(performance.now() - began)
         ctx.counts.batches++
         ctx.counts[COUNTER[op.kind]] += handled
-        const after = checkCount(view.name, op.needs, await needsHook(hookCtx(ctx.conn)))
+        const after = checkCount(
+          view.name,
+          op.needs,
+          await callHook(view.name, op.needs, () => needsHook(hookCtx(ctx.conn))),
+        )
         if (handled === 0) {
           throw new ViewRunError(
             view.name,
@@ -92,11 +96,27 @@ async function measure(view: HandwrittenView, ctx: ViewContext): Promise<Pending
   for (const op of OPERATIONS) {
     const hook = view[op.needs]
     if (!hook) continue
-    const count = checkCount(view.name, op.needs, await hook(ctx))
+    const count = checkCount(
+      view.name,
+      op.needs,
+      await callHook(view.name, op.needs, () => hook(ctx)),
+    )
     detail[op.kind] = count
     total += count
   }
   return { total, detail }
+}
+
+/**
+ * Calls a hook; what it throws becomes an error naming the view and the hook, with the hook's
+ * own error (and its stack, printed by `-v`) as the cause.
+ */
+async function callHook<T>(view: string, hook: string, call: () => T | Promise<T>): Promise<T> {
+  try {
+    return await call()
+  } catch (error) {
+    throw new ViewRunError(view, `${hook} threw: ${errorMessage(error)}`, { cause: error })
+  }
 }
 
 function checkCount(view: string, hook: string, value: unknown): number {

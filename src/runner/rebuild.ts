@@ -11,7 +11,7 @@ import { UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { Budget } from './budget.js'
 import { type Logger, silentLogger } from './logger.js'
-import { type ProgressEvent, selectViews, type ViewResult } from './update.js'
+import { failureTrace, type ProgressEvent, selectViews, type ViewResult } from './update.js'
 import { withViewRun } from './view-run.js'
 
 export interface RebuildOptions {
@@ -62,8 +62,11 @@ export async function runRebuild(
       options.onProgress?.({ type: 'start', view: view.name })
       const result = await rebuildOne(database, config, view, options, budget)
       results.push(result)
+      // The result line says it once; the stack is for -v.
       if (result.outcome === 'failed')
-        (options.logger ?? silentLogger).error(`view "${view.name}" failed: ${result.error}`)
+        (options.logger ?? silentLogger).debug(
+          `view "${view.name}" failed: ${failureTrace(result)}`,
+        )
       options.onProgress?.({ type: 'end', view: view.name, result })
     }
   } finally {

@@ -9,6 +9,7 @@ import { definitionHash } from '../engine/view-sql.js'
 import { errorMessage } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import { maxLagSeconds } from '../worker/view-timing.js'
+import { formatCount } from './format-counts.js'
 import type { PendingWork } from './kind-runner.js'
 import { runnerFor } from './runners.js'
 import { selectViews } from './update.js'
@@ -42,7 +43,7 @@ export function checkProblem(status: ViewStatus): string | undefined {
   if (status.lastRun?.outcome === 'failed') return 'last run failed'
   if (status.overMaxLag) return `lag over maxLag ${status.maxLagSeconds}s`
   if (status.setAside > 0)
-    return `${status.setAside} key${status.setAside === 1 ? '' : 's'} set aside`
+    return `${formatCount(status.setAside)} key${status.setAside === 1 ? '' : 's'} set aside`
   return undefined
 }
 

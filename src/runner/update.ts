@@ -6,11 +6,12 @@ import type { Strategy } from '../engine/choose-strategy.js'
 import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import { Budget } from './budget.js'
+import { formatRows } from './format-counts.js'
 import type { PendingWork } from './kind-runner.js'
 import { type Logger, silentLogger } from './logger.js'
 import { runnerFor } from './runners.js'
 import { acquireViewLock } from './view-lock.js'
-import { orderViews } from './view-order.js'
+import { dependenciesOf, orderViews } from './view-order.js'
 import { withViewRun } from './view-run.js'
 
 export interface UpdateOptions {
@@ -38,6 +39,11 @@ export interface UpdateOptions {
    * `matview retry`); the worker asks for it after a view failed several times in a row.
    */
   isolateFailures?: boolean
+  /**
+   * Record a run that found nothing to do by extending the previous run's row when that one
+   * found nothing either, instead of adding a row (the worker: one row per idle stretch).
+   */
+  mergeIdleRuns?: boolean
   /** Aborting it stops the run after the current batch (SIGINT/SIGTERM in the CLI). */
   signal?: AbortSignal
   logger?: Logger
@@ -104,6 +110,12 @@ export async function runUpdate(
       const result = options.dryRun
         ? await dryRunView(database, config, view, batchSize)
         : await runView(database, config, view, { ...options, batchSize, budget, logger })
+      explainByUpstream(
+        result,
+        dependenciesOf(view, config.views),
+        results,
+        options.dryRun === true,
+      )
       results.push(result)
       logResult(logger, result)
       options.onProgress?.({ type: 'end', view: view.name, result })
@@ -130,6 +142,37 @@ export function selectViews(all: ViewDefinition[], names: string[] | undefined):
   }
   const wanted = new Set(names)
   return ordered.filter((v) => wanted.has(v.name))
+}
+
+/**
+ * What the views a view reads did in this run changes what its own result means. A view
+ * failing after one it reads failed (most often: that one's table was never created) says so
+ * instead of "relation does not exist"; its own error stays in `cause` (`-v`). A dry run of a
+ * view on a view counts only what is in its change log now: it says that more comes after the
+ * upstream applies its own pending work.
+ */
+function explainByUpstream(
+  result: ViewResult,
+  upstream: string[],
+  earlier: ViewResult[],
+  dryRun: boolean,
+): void {
+  const before = earlier.filter((r) => upstream.includes(r.view))
+  const failed = before.find((r) => r.outcome === 'failed')
+  if (result.outcome === 'failed' && failed) {
+    result.cause = result.cause ?? result.error
+    result.error = `"${failed.view}", a view it reads, failed in this run; fix that one first (its error is on its own line)`
+    return
+  }
+  if (!dryRun || result.outcome !== 'dry-run') return
+  const busy = before.filter(
+    (r) => r.pending && (r.pending.total > 0 || r.pending.detail.notCreated),
+  )
+  if (busy.length > 0)
+    result.notes = [
+      ...(result.notes ?? []),
+      `more after ${busy.map((r) => `"${r.view}"`).join(', ')} appl${busy.length === 1 ? 'ies its' : 'y their'} pending work`,
+    ]
 }
 
 async function dryRunView(
@@ -212,8 +255,23 @@ async function runView(
   })
 }
 
+/**
+ * Debug lines only: the result (the CLI's summary line, the worker's own log line) says how a
+ * view ended, once; a failure's stack, with its cause's (a hook's own frames), is for `-v`.
+ */
 function logResult(logger: Logger, r: ViewResult): void {
-  const rows = `+${r.inserted} ~${r.updated} -${r.deleted} in ${r.batches} batch${r.batches === 1 ? '' : 'es'}`
-  if (r.outcome === 'failed') logger.error(`view "${r.view}" failed: ${r.error}`)
+  const rows = formatRows(r)
+  if (r.outcome === 'failed') logger.debug(`view "${r.view}" failed: ${failureTrace(r)}`)
   else logger.debug(`view "${r.view}": ${r.outcome}${r.reason ? ` (${r.reason})` : ''}, ${rows}`)
+}
+
+/** The error's message and stack, and its causes' stacks: where a hook threw. */
+export function failureTrace(r: ViewResult): string {
+  const lines: string[] = []
+  let cause: unknown = r.cause
+  for (let depth = 0; cause instanceof Error && depth < 3; depth++) {
+    if (cause.stack) lines.push(depth === 0 ? cause.stack : `caused by: ${cause.stack}`)
+    cause = cause.cause
+  }
+  return lines.length > 0 ? lines.join('\n') : (r.error ?? 'failed')
 }

@@ -137,9 +137,11 @@ async function verifyOne(
     }
     // Comparing only reads, each range in one snapshot: no lock. Repairing writes the view,
     // which only its lock holder may do (DESIGN, one writer per view).
-    if (!options.repair) return await compare(database.db)
+    // With a shutdown signal each query lets the event loop turn: a signal stops PGlite's ranges too.
+    if (!options.repair) return await compare(budget.watch(database.db))
     const key = { schema: config.schema, name: view.name }
-    return await database.db.connection().execute(async (conn) => {
+    return await database.db.connection().execute(async (held) => {
+      const conn = budget.watch(held)
       if (!(await database.adapter.tryLock(conn, key))) {
         const error = new UsageError(
           `view "${view.name}" is being updated or rebuilt by another runner; try --repair again when it is done`,

@@ -1,5 +1,11 @@
 import type { Kysely } from 'kysely'
-import { finishRun, type RunCounts, type RunOutcome, startRun } from '../catalog/runs.js'
+import {
+  finishRun,
+  mergeIdleRun,
+  type RunCounts,
+  type RunOutcome,
+  startRun,
+} from '../catalog/runs.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import type { LockKey } from '../dialects/dialect-adapter.js'
@@ -16,6 +22,8 @@ export interface ViewRunOptions {
   /** The most batches the view may run. */
   maxBatches?: number
   onProgress?: (event: ProgressEvent) => void
+  /** Fold a run that found nothing to do into the previous idle run's row (the worker). */
+  mergeIdleRuns?: boolean
 }
 
 /** What the work of one view's run has: its connection, lock, run row, and what it reports. */
@@ -87,7 +95,8 @@ export async function withViewRun<R extends ViewResult>(
 
   const key = { schema: config.schema, name: view.name }
   try {
-    return await database.db.connection().execute(async (conn) => {
+    return await database.db.connection().execute(async (held) => {
+      const conn = budget.watch(held)
       const mode = await steps.lock(conn, key)
       if (!mode) {
         const { outcome, ...extra } = steps.heldElsewhere()
@@ -127,15 +136,23 @@ export async function withViewRun<R extends ViewResult>(
           outcome = budget.interrupted ? 'interrupted' : 'failed'
           if (outcome === 'interrupted') reason = 'interrupted'
         }
-        await finishRun(
-          conn,
-          config.schema,
-          runId,
-          outcome,
-          counts,
-          failure ? errorMessage(failure) : undefined,
-          config.keepRunsMs,
-        )
+        const idle =
+          options.mergeIdleRuns === true &&
+          mode === 'exclusive' &&
+          outcome === 'done' &&
+          counts.batches === 0 &&
+          notes.length === 0
+        const merged = idle && (await mergeIdleRun(conn, config.schema, runId))
+        if (!merged)
+          await finishRun(
+            conn,
+            config.schema,
+            runId,
+            outcome,
+            counts,
+            failure ? errorMessage(failure) : undefined,
+            config.keepRunsMs,
+          )
         const extra: Partial<ViewResult> = {}
         if (reason) extra.reason = reason
         Object.assign(extra, await steps.afterFinish?.(run, outcome, reason))

@@ -13,6 +13,7 @@ import type { Listener } from '../dialects/listen.js'
 import { addNotifyToCaptures, NOTIFY_WINDOW_MS, notifyChannel } from '../engine/capture-ddl.js'
 import { hasPending } from '../engine/has-pending.js'
 import { errorMessage } from '../errors/matview-error.js'
+import { formatDuration, formatRows } from '../runner/format-counts.js'
 import { type Logger, silentLogger } from '../runner/logger.js'
 import { runUpdate, selectViews, type ViewResult } from '../runner/update.js'
 import type { ViewDefinition } from '../views/view-definition.js'
@@ -227,6 +228,7 @@ export async function runWorker(
         views: [slot.view.name],
         signal: stop,
         isolateFailures: slot.failures >= (options.isolateAfter ?? 3),
+        mergeIdleRuns: true,
         logger,
         ...(options.onBatch ? { onBatch: options.onBatch } : {}),
         ...(options.batchSize !== undefined ? { batchSize: options.batchSize } : {}),
@@ -266,12 +268,15 @@ export async function runWorker(
     slot.lastError = undefined
     if (result.batches > 0)
       logger.info(
-        `view "${slot.view.name}": +${result.inserted} ~${result.updated} -${result.deleted} in ${result.batches} batch${result.batches === 1 ? '' : 'es'}, ${result.durationMs}ms`,
+        `view "${slot.view.name}": ${formatRows(result)}, ${formatDuration(result.durationMs)}`,
       )
     const next = nextDue(slot.timing, started)
     if (next !== undefined) slot.dueAt = Math.min(slot.dueAt ?? next, next)
     // A write in the same session within the notify window sent no notification: look once more.
-    else if (result.outcome !== 'skipped') slot.checkAt = after + NOTIFY_WINDOW_MS * 1.5
+    // Only declarative views have capture triggers that notify; a hand-written view without a
+    // schedule is always "pending" to the poll, so a look-again would run it every 150 ms.
+    else if (result.outcome !== 'skipped' && slot.view.kind === 'declarative')
+      slot.checkAt = after + NOTIFY_WINDOW_MS * 1.5
   }
 
   let nextPoll = Date.now() + pollMs

@@ -50,9 +50,9 @@ describe.each(DIALECTS)('matview verify (CLI) on %s', (dialect) => {
           {
             view: 'customer_totals',
             outcome: 'drift',
-            missing: { count: 1, first: [{ customer_id: '7' }] },
+            missing: { count: 1, first: [{ customer_id: 7 }] },
             extra: { count: 0, first: [] },
-            different: { count: 2, first: [{ customer_id: '3' }, { customer_id: '4' }] },
+            different: { count: 2, first: [{ customer_id: 3 }, { customer_id: 4 }] },
             pending: 0,
             rows: 15,
           },

@@ -88,7 +88,7 @@ describe('matview CLI on the embedded database', () => {
     }>
     expect(views.find((v) => v.name === 'broken')!.lastRun).toMatchObject({
       outcome: 'failed',
-      error: 'hook failed',
+      error: 'view "broken": doInsert threw: hook failed',
     })
     expect(views.find((v) => v.name === 'ok')!.lastRun).toMatchObject({ outcome: 'done' })
   })

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { defineHandwrittenView, MaterializedView, resolveConfig } from '../../src/index.js'
+import { customerTotals } from '../support/views.js'
 
 const view = defineHandwrittenView({ name: 'v', needsInsert: () => 0, doInsert: () => 0 })
 
@@ -16,18 +17,40 @@ describe('config', () => {
 
   it('lets env vars override the file and flags override both', () => {
     const file = { database: 'pglite:memory' }
-    expect(resolveConfig(file, { env: { DATABASE_URL: 'postgres://a/b' } }).database).toBe(
-      'postgres://a/b',
-    )
+    const configFile = '/app/matview.config.ts'
+    expect(
+      resolveConfig(file, { env: { DATABASE_URL: 'postgres://a/b' }, configFile }),
+    ).toMatchObject({ database: 'postgres://a/b', databaseFrom: 'DATABASE_URL' })
     expect(
       resolveConfig(file, {
         env: { DATABASE_URL: 'postgres://a/b', MATVIEW_DATABASE_URL: 'postgres://c/d' },
+        configFile,
       }).database,
     ).toBe('postgres://c/d')
     expect(
-      resolveConfig(file, { env: { MATVIEW_DATABASE_URL: 'postgres://c/d' }, database: 'pglite:x' })
-        .database,
+      resolveConfig(file, {
+        env: { MATVIEW_DATABASE_URL: 'postgres://c/d' },
+        database: 'pglite:x',
+        configFile,
+      }).database,
     ).toBe('pglite:x')
+    expect(resolveConfig(file, { env: {}, configFile })).toMatchObject({
+      database: 'pglite:memory',
+      databaseFrom: `config ${configFile}`,
+    })
+  })
+
+  it('lets a database given in code win over the environment (only --database beats it)', () => {
+    const env = { DATABASE_URL: 'postgres://a/b', MATVIEW_DATABASE_URL: 'postgres://c/d' }
+    expect(resolveConfig({ database: 'pglite:memory' }, { env })).toMatchObject({
+      database: 'pglite:memory',
+      databaseFrom: 'the database option',
+    })
+    expect(
+      resolveConfig({ database: 'pglite:memory' }, { env, database: 'pglite:x' }).database,
+    ).toBe('pglite:x')
+    // No database in code: the environment, as before.
+    expect(resolveConfig({}, { env }).database).toBe('postgres://c/d')
   })
 
   it('names the bad field', () => {
@@ -37,7 +60,27 @@ describe('config', () => {
     expect(() => resolveConfig({ batchSize: 'x' }, { env: {} })).toThrow(
       /batchSize: must be a number/,
     )
-    expect(() => resolveConfig({ batchsize: 10 }, { env: {} })).toThrow(/unknown field "batchsize"/)
+    expect(() => resolveConfig({ batchsize: 10 }, { env: {} })).toThrow(
+      /unknown field "batchsize" \(did you mean batchSize\?\)/,
+    )
+    // In a view, as at the top level; the misspelling first (it also leaves `sources` missing).
+    expect(() =>
+      resolveConfig(
+        { views: [{ ...customerTotals, sources: undefined, soruces: customerTotals.sources }] },
+        { env: {} },
+      ),
+    ).toThrow(
+      /^config: unknown field "soruces" in views\.0 \(did you mean sources\?\); known fields of a declarative view: kind, /,
+    )
+    expect(() =>
+      resolveConfig({ views: [{ ...view, neddsUpdate: () => 0 }] }, { env: {} }),
+    ).toThrow(/unknown field "neddsUpdate" in views\.0 \(did you mean needsUpdate\?\)/)
+    expect(() => resolveConfig({ views: [{ ...view, zzz: 1 }] }, { env: {} })).toThrow(
+      /unknown field "zzz" in views\.0; known fields of a hand-written view: kind, name/,
+    )
+    expect(() =>
+      resolveConfig({ views: [{ ...customerTotals, key: undefined }] }, { env: {} }),
+    ).toThrow(/^config: views\.0\.key: is missing$/)
     expect(() =>
       resolveConfig(
         { views: [{ kind: 'handwritten', name: 'a', needsInsert: () => 0 }] },

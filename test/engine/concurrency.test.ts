@@ -177,7 +177,7 @@ async function open(
 }
 
 /** Polls until `check` holds; fails after `ms`. */
-async function waitFor(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
@@ -387,7 +387,14 @@ describe.skipIf(noPostgres)('concurrent writers (postgres)', () => {
         }
       }
       const workers = Promise.all([worker(mvA, 0), worker(mvB, 1)])
+      // At least 3 s of interleaving, and until there is enough of it: a loaded machine commits
+      // fewer transactions per second, so the test waits longer instead of failing.
       await sleep(3000)
+      await waitFor(
+        'writers and both workers to get going',
+        async () => stats.committed > 200 && names.every((name) => batches[name]! > 0),
+        90_000,
+      )
       stopped = true
       await Promise.all(writers)
       await workers

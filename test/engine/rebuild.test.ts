@@ -394,13 +394,12 @@ describe.each(DIALECTS)('matview rebuild on %s', (dialect) => {
       try {
         await blocker.query('BEGIN')
         await blocker.query('SELECT count(*) FROM customer_totals')
-        const started = Date.now()
+        // It gives up (rather than waiting for the reader): the call returns.
         const blocked = await mv.rebuild(['customer_totals'], { lockTimeout: 100 })
         expect(blocked.views[0]).toMatchObject({ outcome: 'failed' })
         expect(blocked.views[0]!.error).toMatch(
           /the swap could not get its locks within 100ms, 5 times .*; the new table is kept: run "matview rebuild customer_totals" again to finish/,
         )
-        expect(Date.now() - started).toBeLessThan(10_000)
         // Still the old table, whole, and the reader was never in the way of anything else.
         await expectEqual('customer_totals', customerTotalsQuery, COLUMNS)
         expect((await mv.status())[0]).toMatchObject({ state: 'rebuilding' })

@@ -68,9 +68,9 @@ describe.each(DIALECTS)('matview verify on %s', (dialect) => {
     const [totals, tags] = (await mv.verify([], { rangeKeys: 7 })).views
     expect(totals).toMatchObject({
       outcome: 'drift',
-      missing: { count: 2, first: [{ customer_id: '2' }, { customer_id: '50' }] },
-      extra: { count: 1, first: [{ customer_id: '1000' }] },
-      different: { count: 1, first: [{ customer_id: '20' }] },
+      missing: { count: 2, first: [{ customer_id: 2 }, { customer_id: 50 }] },
+      extra: { count: 1, first: [{ customer_id: 1000 }] },
+      different: { count: 1, first: [{ customer_id: 20 }] },
       pending: 0,
       repaired: 0,
     })

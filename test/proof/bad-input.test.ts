@@ -75,7 +75,7 @@ describe('bad config and command-line input', () => {
       input: 'a misspelt field',
       config: "export default { database: 'pglite:db', batchsize: 10 }",
       answer:
-        /^matview: config \S+: unknown field "batchsize"; known fields: database, schema, batchSize, strategy, rebuildShare, keepRuns, views$/,
+        /^matview: config \S+: unknown field "batchsize" \(did you mean batchSize\?\); known fields: database, schema, batchSize, strategy, rebuildShare, keepRuns, views$/,
     },
     {
       input: 'two views with one name',

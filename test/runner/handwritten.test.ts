@@ -91,7 +91,10 @@ describe.each(DIALECTS)('hand-written views on %s', (dialect) => {
     })
     const mv = await Matview.open({ database, views: [failing] })
     const result = await mv.update()
-    expect(result.views[0]).toMatchObject({ outcome: 'failed', error: 'boom' })
+    expect(result.views[0]).toMatchObject({
+      outcome: 'failed',
+      error: 'view "customer_totals": doInsert threw: boom',
+    })
     const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM customer_totals`.execute(
       database.db,
     )

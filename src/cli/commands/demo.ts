@@ -37,6 +37,7 @@ export function registerDemo(program: Command): void {
         views: [customerTotalsView, regionTotalsView],
       })
       try {
+        if (flags.verbose) process.stderr.write(`debug database: ${mv.database.description}\n`)
         const { db } = mv.database
         say(
           'matview demo: an embedded PostgreSQL (PGlite) in memory; nothing to install, nothing kept.',

@@ -3,7 +3,7 @@ import { formatDuration } from '../../config/duration.js'
 import { explainEmbeddedInUse } from '../embedded-in-use.js'
 import { withMatview } from '../open-matview.js'
 import { type GlobalOptions, parsePositiveInt } from '../options.js'
-import { formatRows } from '../output/format.js'
+import { formatRows, isIdleRun } from '../output/format.js'
 import { formatTable } from '../output/table.js'
 
 interface HistoryFlags extends GlobalOptions {
@@ -42,7 +42,7 @@ export function registerHistory(program: Command): void {
               ? formatDuration(r.finishedAt.getTime() - r.startedAt.getTime())
               : 'running',
             r.outcome,
-            formatRows(r),
+            isIdleRun(r) ? 'nothing to do' : formatRows(r),
             r.host ? `${r.host}:${r.pid}` : '-',
             r.error ?? '',
           ]),

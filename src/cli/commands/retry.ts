@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import { withMatview } from '../open-matview.js'
 import type { GlobalOptions } from '../options.js'
+import { formatCount } from '../output/format.js'
 
 export function registerRetry(program: Command): void {
   program
@@ -21,7 +22,7 @@ view has set aside.`,
       const results = await withMatview(flags, (mv) => mv.retry(names))
       for (const r of results)
         console.log(
-          `${r.view}: ${r.keys === 0 ? 'no keys set aside' : `${r.keys} key${r.keys === 1 ? '' : 's'} back in the change log`}`,
+          `${r.view}: ${r.keys === 0 ? 'no keys set aside' : `${formatCount(r.keys)} key${r.keys === 1 ? '' : 's'} back in the change log`}`,
         )
     })
 }

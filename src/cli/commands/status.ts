@@ -5,7 +5,7 @@ import { explainEmbeddedInUse } from '../embedded-in-use.js'
 import { EXIT } from '../exit-codes.js'
 import { withMatview } from '../open-matview.js'
 import { collectList, type GlobalOptions } from '../options.js'
-import { formatPending, formatRun } from '../output/format.js'
+import { formatCount, formatPending, formatRun } from '../output/format.js'
 import { formatTable } from '../output/table.js'
 
 interface StatusFlags extends GlobalOptions {
@@ -32,10 +32,14 @@ failed or it has keys set aside, 2 usage or config error.`,
     )
     .action(async (_flags: StatusFlags, command: Command) => {
       const flags = command.optsWithGlobals<StatusFlags>()
-      const [statuses, workers] = await withMatview(
+      const [statuses, workers, database] = await withMatview(
         flags,
         async (mv) =>
-          [await mv.status(flags.views ? { views: flags.views } : {}), await mv.workers()] as const,
+          [
+            await mv.status(flags.views ? { views: flags.views } : {}),
+            await mv.workers(),
+            `${mv.database.description} (from ${mv.config.databaseFrom})`,
+          ] as const,
       ).catch((error: unknown) => {
         throw explainEmbeddedInUse(error, 'status')
       })
@@ -48,6 +52,7 @@ failed or it has keys set aside, 2 usage or config error.`,
         console.log(JSON.stringify(statuses, null, 2))
         return
       }
+      console.log(`database: ${database}\n`)
       if (statuses.length === 0) {
         console.log('no views: add some to matview.config.ts (see `matview --help`)')
       } else {
@@ -57,7 +62,7 @@ failed or it has keys set aside, 2 usage or config error.`,
           if (s.pendingError) console.log(`${s.name}: pending work unknown: ${s.pendingError}`)
           if (s.setAside > 0)
             console.log(
-              `${s.name}: ${s.setAside} key${s.setAside === 1 ? '' : 's'} set aside after failing alone; fix the data, then run "matview retry ${s.name}"`,
+              `${s.name}: ${formatCount(s.setAside)} key${s.setAside === 1 ? '' : 's'} set aside after failing alone; fix the data, then run "matview retry ${s.name}"`,
             )
         }
       }
@@ -93,7 +98,7 @@ export function formatStatusTable(statuses: ViewStatus[]): string {
       s.pendingError ? 'error' : formatPending(s.pending),
       (s.pending?.lagSeconds == null ? '-' : `${s.pending.lagSeconds.toFixed(1)}s`) +
         (s.overMaxLag ? ` (over maxLag ${s.maxLagSeconds}s)` : ''),
-      s.pending?.targetRows === undefined ? '-' : String(s.pending.targetRows),
+      s.pending?.targetRows === undefined ? '-' : formatCount(s.pending.targetRows),
       s.running ? 'yes' : 'no',
       formatRun(s.lastRun),
     ]),

@@ -5,7 +5,7 @@ import type { VerifyResult } from '../../runner/verify.js'
 import { EXIT } from '../exit-codes.js'
 import { withMatview } from '../open-matview.js'
 import { type GlobalOptions, parseDurationFlag, parsePositiveInt } from '../options.js'
-import { formatCount } from '../output/format.js'
+import { formatCount, reasonBeside } from '../output/format.js'
 import { createProgressReporter } from '../output/progress.js'
 import { handleShutdownSignals } from '../signals.js'
 
@@ -112,7 +112,9 @@ export function formatVerifyResult(r: VerifyResult): string {
   const took = formatDuration(r.durationMs)
   if (r.outcome === 'failed') return `${r.view}: failed: ${r.error}`
   if (r.outcome === 'not verified') return `${r.view}: not verified: ${r.reason}`
-  if (r.rows === undefined) return `${r.view}: ${r.outcome} (${r.reason})`
+  const why = reasonBeside(r.outcome, r.reason)
+  const head = why.length > 0 ? `${r.outcome} (${why[0]})` : r.outcome
+  if (r.rows === undefined) return `${r.view}: ${head}`
   const parts: string[] = []
   for (const kind of ['missing', 'extra', 'different'] as const) {
     const found = r[kind]
@@ -120,7 +122,6 @@ export function formatVerifyResult(r: VerifyResult): string {
   }
   if (r.repaired) parts.push(`${formatCount(r.repaired)} repaired`)
   if (r.pending) parts.push(`${formatCount(r.pending)} pending (the next update applies them)`)
-  const head = r.reason ? `${r.outcome} (${r.reason})` : r.outcome
   const ranges = `${formatCount(r.rows)} rows in ${formatCount(r.ranges ?? 0)} range${r.ranges === 1 ? '' : 's'}`
   return `${r.view}: ${[head, ...parts, ranges].join(', ')}, ${took}`
 }
