@@ -5,7 +5,11 @@ import { defineConfig } from 'vitest/config'
  * The long tier: the pgbench soak and the SIGKILL loops (MATVIEW_FAULTS_SECONDS of kills).
  * `npm test` runs the rest; `npm run test:long` runs these; CI runs both (README, Tests).
  */
-const LONG = ['test/soak/**/*.test.ts', 'test/proof/faults.test.ts']
+const LONG = [
+  'test/soak/**/*.test.ts',
+  'test/proof/faults.test.ts',
+  'test/proof/faults-pglite.test.ts',
+]
 
 export default defineConfig({
   // Examples import the package by name, as users do.
