@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { stageRowImages } from '../engine/capture-ddl.js'
 
 /**
  * The catalog's numbered migrations. A fresh database runs them all; an older catalog runs the
@@ -211,6 +212,17 @@ export const MIGRATIONS: readonly Migration[] = [
         )`.execute(trx)
       // Pruning runs deletes their rows here through the foreign key: one probe per run.
       await sql`CREATE INDEX run_partitions_run_idx ON ${s}.run_partitions (run_id)`.execute(trx)
+    },
+  },
+  {
+    version: 7,
+    description:
+      'query-mapped capture stages text images of rows, calls no conversion of the application',
+    async up(trx, schema) {
+      // Capture functions of views created before: they ran to_jsonb over the application's
+      // types with matview's rights (a cast to json the application may create). Their rows
+      // already staged stay readable.
+      await stageRowImages(trx, schema)
     },
   },
 ]

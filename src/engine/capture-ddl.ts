@@ -31,7 +31,11 @@ export type CaptureTarget =
  * copies from the transition tables in one INSERT … SELECT per statement, so a bulk write costs
  * one trigger call, and it never reads other tables (DESIGN, Capture). `SECURITY DEFINER` with a
  * fixed `search_path` lets the application role write sources without rights on the log, and
- * keeps objects in other schemas from being put in its way.
+ * keeps objects in other schemas from being put in its way. It calls nothing an application can
+ * define (no cast, no `to_jsonb` over the application's types, see `functionBody`), so no code of
+ * the application runs with matview's rights. The triggers fire `ALWAYS`: also for writes made
+ * with `session_replication_role = replica` (logical-replication subscribers, data-only restores),
+ * which skip ordinary triggers.
  */
 export async function createCapture(
   trx: Kysely<any>,
@@ -80,7 +84,35 @@ REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
 CREATE TRIGGER ${sql.id(objects.trigger(position, 'truncate'))} AFTER TRUNCATE ON ${on}
 FOR EACH STATEMENT EXECUTE FUNCTION ${sql.id(catalog, 'mark_truncated')}()`,
   })
+  // Only the table's owner (or a member of its role) may change when its triggers fire: a role
+  // that merely holds TRIGGER on it (docs/least-privilege.md) leaves them ordinary, and the
+  // docs say what the owner runs.
+  const { rows } = await sql<{ owner: boolean }>`
+    SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owner
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ${source.schema} AND c.relname = ${source.table}`.execute(trx)
+  if (!rows[0]?.owner) return
+  const always = sql.join(
+    CAPTURE_EVENTS.map(
+      (event) => sql`ENABLE ALWAYS TRIGGER ${sql.id(objects.trigger(position, event))}`,
+    ),
+  )
+  await ddl.run(trx, {
+    comment: 'They fire also for writes made with session_replication_role = replica',
+    sql: sql`ALTER TABLE ${on} ${always}`,
+  })
 }
+
+/** The events a source's capture triggers fire on, as `ViewObjects.trigger` names them. */
+export const CAPTURE_EVENTS = ['insert', 'update', 'delete', 'truncate'] as const
+
+/**
+ * Keys per inbox row: a statement that changes more keys writes one row per this many (never
+ * one array of them all, which fails the writer's statement past 1 GB or 134M elements). Keys
+ * up to 100 kB each keep a row's arrays far below 1 GB; statements up to this size keep the
+ * single statement, the one they had before chunking.
+ */
+export const CAPTURE_CHUNK_KEYS = 10_000
 
 /** The text of a capture function's body, as `createCapture` creates it (and `create` checks). */
 export function captureFunctionBody(
@@ -88,49 +120,102 @@ export function captureFunctionBody(
   target: CaptureTarget,
   catalog: string,
   id: number,
+  chunk: number = CAPTURE_CHUNK_KEYS,
 ): string {
-  return compileConstant(db, functionBody(target, notifyStatement(catalog, id)))
+  return compileConstant(db, functionBody(target, notifyStatement(catalog, id), chunk))
 }
 
-function functionBody(target: CaptureTarget, notify: RawBuilder<unknown>): RawBuilder<unknown> {
+/**
+ * A changed row's text image, as the query-mapped capture stages it: `record_out` calls each
+ * column's type output function (only a superuser can define one), where `to_jsonb` or a cast
+ * to text would call a cast the application may create for its own types (the owner of a type
+ * may create casts from it), inside a `SECURITY DEFINER` function. `textin` and `to_jsonb` of
+ * text are built in. A JSON string, so the stage's column stays `jsonb`: stages made before
+ * hold JSON objects, which `stagedRow` still reads.
+ */
+function rowImage(alias: string): RawBuilder<unknown> {
+  return sql`pg_catalog.to_jsonb(pg_catalog.textin(pg_catalog.record_out(${sql.id(alias)})))`
+}
+
+/**
+ * A staged row (the stage's `row`, `alias.row`) read back as a row of `table`, in matview's own
+ * session when a batch claims it: a JSON string is the row's text image (read with the table's
+ * row type), an object is a row staged by an earlier matview (`to_jsonb`). `OFFSET 0` keeps
+ * the expression from being inlined once per column when the caller expands `(x.r).*`.
+ */
+export function stagedRow(alias: string, table: QualifiedTable): RawBuilder<unknown> {
+  const row = sql.id(alias, 'row')
+  return sql`(SELECT CASE WHEN pg_catalog.jsonb_typeof(${row}) = 'string'
+      THEN CAST(${row} #>> '{}' AS ${tableRef(table)})
+      ELSE pg_catalog.jsonb_populate_record(NULL::${tableRef(table)}, ${row}) END AS r OFFSET 0)`
+}
+
+function functionBody(
+  target: CaptureTarget,
+  notify: RawBuilder<unknown>,
+  chunk: number,
+): RawBuilder<unknown> {
   let insert: RawBuilder<unknown>
   let update: RawBuilder<unknown>
   let remove: RawBuilder<unknown>
+  let declare = sql``
   if (target.kind === 'query') {
-    // Whole rows as jsonb: the stage does not depend on the source's columns, so adding,
-    // dropping or renaming one never breaks a writer; the batch reads them back with the
-    // source's current row type. Both images of an update: the mapping may need either.
+    // Whole rows, as text images (rowImage): the stage does not depend on the source's
+    // columns, so adding, dropping or renaming one never breaks a writer; the batch reads them
+    // back with the source's current row type. Both images of an update: the mapping may need
+    // either.
     const into = sql`INSERT INTO ${tableRef(target.stage)} (row)`
     const rows = (transition: string) =>
-      sql`SELECT pg_catalog.to_jsonb(r) FROM ${sql.id(transition)} AS r`
+      sql`SELECT ${rowImage('r')} FROM ${sql.id(transition)} AS r`
     insert = sql`${into} ${rows('new_rows')}`
     update = sql`${into} ${rows('new_rows')} UNION ALL ${rows('old_rows')}`
     remove = sql`${into} ${rows('old_rows')}`
   } else {
-    const cols = columnList(target.sourceColumns)
     // One inbox row per statement, each key column an array of the statement's keys: a
     // 1,000-row UPDATE writes one row, not 1,000 (each a heap insert and its WAL). Duplicates
     // stay in: deduplicating cost the writer a sort or a hash per statement, and the move
     // deduplicates them anyway. An update logs the old and the new key, as a row can move
     // between keys. A NULL key names no view row (the view's key is NOT NULL), so it is not
-    // logged; a statement that changed no row logs nothing.
+    // logged; a statement that changed no row logs nothing. The source columns have the key's
+    // types, or reach them by a built-in immutable cast (checked at create time): no
+    // conversion the application could define runs here.
+    //
+    // Past `chunk` keys the first row is full (its key count says so, `RETURNING … INTO`, which
+    // costs the common statement nothing more): the rest go in rows of `chunk` keys, numbered
+    // in the transition tables' order, which a second scan reads alike. Aliased columns
+    // (c.k1, …): a source column may have any name.
+    // use_column: a column named like the variable is the column.
+    declare = sql`
+#variable_conflict use_column
+DECLARE
+  logged integer;`
+    const aliases = target.sourceColumns.map((_, i) => `k${i + 1}`)
+    const arrays = sql.join(aliases.map((a) => sql`pg_catalog.array_agg(c.${sql.id(a)})`))
     const notNull = sql.join(
       target.sourceColumns.map((c) => sql`${sql.id(c)} IS NOT NULL`),
       sql` AND `,
     )
-    const arrays = sql.join(
-      target.sourceColumns.map((c) => sql`pg_catalog.array_agg(${sql.id(c)})`),
-    )
-    const keys = (from: RawBuilder<unknown>) =>
-      sql`INSERT INTO ${tableRef(target.log)} (${columnList(target.keyColumns)})
-    SELECT ${arrays} FROM ${from} WHERE ${notNull} HAVING pg_catalog.count(*) > 0`
+    const cols = columnList(target.sourceColumns)
+    const into = sql`INSERT INTO ${tableRef(target.log)} (${columnList(target.keyColumns)})`
+    const keys = (from: RawBuilder<unknown>) => sql`${into}
+    SELECT ${arrays} FROM (SELECT ${cols} FROM ${from} WHERE ${notNull} LIMIT ${sql.lit(chunk)}) AS c(${columnList(aliases)})
+    HAVING pg_catalog.count(*) > 0
+    RETURNING pg_catalog.cardinality(${sql.id(target.keyColumns[0]!)}) INTO logged;
+    IF logged = ${sql.lit(chunk)} THEN
+      ${into}
+      SELECT ${arrays} FROM (
+        SELECT ${cols}, (pg_catalog.row_number() OVER () - 1) / ${sql.lit(chunk)}
+        FROM ${from} WHERE ${notNull} OFFSET ${sql.lit(chunk)}
+      ) AS c(${columnList([...aliases, 'chunk'])})
+      GROUP BY c.chunk;
+    END IF`
     insert = keys(sql`new_rows`)
     update = keys(
       sql`(SELECT ${cols} FROM new_rows UNION ALL SELECT ${cols} FROM old_rows) AS changed`,
     )
     remove = keys(sql`old_rows`)
   }
-  return sql`
+  return sql`${declare}
 BEGIN
   IF TG_OP = 'INSERT' THEN
     ${insert};
@@ -202,6 +287,38 @@ export async function addNotifyToCaptures(db: Kysely<any>, catalog: string): Pro
     }
     return rows.length
   })
+}
+
+/**
+ * Rewrites the query-mapped capture functions of views created before the text image
+ * (`rowImage`): those called `to_jsonb(r)` over the application's row types inside their
+ * `SECURITY DEFINER` function, which runs a cast to json the application may create for its
+ * own types with matview's rights. A catalog migration: any matview command of this version
+ * replaces them before it does anything else. Rows they staged stay readable (`stagedRow`).
+ */
+export async function stageRowImages(trx: Kysely<any>, catalog: string): Promise<void> {
+  // One DO block, values as literals: `matview sql` prints the migrations it runs.
+  const create = sql.lit(
+    'CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
+  )
+  const body = compileConstant(
+    trx,
+    sql`
+DECLARE
+  f record;
+BEGIN
+  FOR f IN
+    SELECT p.proname, p.prosrc
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = ${sql.lit(catalog)} AND p.proname ~ '^capture_[0-9]+_[0-9]+$'
+      AND p.prosrc LIKE '%pg_catalog.to_jsonb(r)%'
+  LOOP
+    EXECUTE pg_catalog.format(${create}, ${sql.lit(catalog)}, f.proname,
+      pg_catalog.replace(f.prosrc, 'pg_catalog.to_jsonb(r)', ${sql.lit(compileConstant(trx, rowImage('r')))}));
+  END LOOP;
+END`,
+  )
+  await sql`DO ${sql.lit(body)}`.execute(trx)
 }
 
 /** Compiles SQL that must carry no bind parameters (it becomes a function body). */

@@ -12,6 +12,7 @@ import {
   requireColumns,
   tableLabel,
 } from './inspect-definition.js'
+import { unsafeKeyConversion } from './key-conversion.js'
 import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { postgresError } from './postgres-errors.js'
@@ -244,6 +245,16 @@ export async function checkDefinition(
         (c) =>
           `source "${names[i]}" maps key column "${keyColumn}" to column "${c}", which ${tableLabel(source)} does not have`,
       )
+      const keyType = shape.columns.find((c) => c.name === keyColumn)!.type
+      const unsafe = await unsafeKeyConversion(trx, source.oid, sourceColumn, keyType)
+      if (unsafe && !unsafe.cast)
+        fail(
+          `source "${names[i]}" cannot feed the key from "${sourceColumn}": PostgreSQL has no implicit or assignment cast from ${unsafe.source} to ${keyType} (key column "${keyColumn}"); map a column of the key's type, or map the source with a SQL query over "changed" that returns the key`,
+        )
+      if (unsafe)
+        fail(
+          `source "${names[i]}" maps key column "${keyColumn}" to column "${sourceColumn}": ${unsafe.reason}; map a column of the key's type (${keyType}), or map the source with a SQL query over "changed" that computes the key as the query does`,
+        )
     }
   }
   await requireUsableKey(trx, view, query)
@@ -448,7 +459,10 @@ CREATE TABLE ${tableRef(objects.inbox)} (
   }
 }
 
-/** A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts). */
+/**
+ * A staging table: changed rows of a source mapped by a query, each the row's text image as a
+ * JSON string (see capture-ddl.ts, rowImage).
+ */
 export async function createStage(
   trx: Kysely<any>,
   stage: QualifiedTable,

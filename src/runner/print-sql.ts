@@ -58,16 +58,16 @@ export async function printViewSql(
       const created = views.filter((v) => existing.has(v.name))
       out.push(...header(database, schema, wanted, version))
       for (const view of created)
-        out.push(`-- View ${view.name}: already in the catalog; nothing to print for it.`, '')
+        out.push(comment(`View ${view.name}: already in the catalog; nothing to print for it.`), '')
       if (wanted.length === 0) return
       if (version < CATALOG_VERSION) out.push(...(await catalogScript(trx, schema, version)))
       let id = await nextViewId(trx, schema, version)
       for (const view of wanted) {
         const ddl = recordDdl()
         await createView(trx, schema, view, { ddl, id })
-        out.push(`-- View ${view.name} (catalog id ${id}) ${'-'.repeat(40)}`, '')
+        out.push(comment(`View ${view.name} (catalog id ${id}) ${'-'.repeat(40)}`), '')
         for (const statement of ddl.statements) {
-          if (statement.comment) out.push(`-- ${statement.comment}`)
+          if (statement.comment) out.push(comment(statement.comment))
           out.push(`${statement.text.trim()};`, '')
         }
         id++
@@ -98,13 +98,19 @@ function chooseViews(config: ResolvedConfig, names: string[]): DeclarativeView[]
 function header(database: Database, schema: string, views: DeclarativeView[], version: number) {
   if (views.length === 0) {
     return [
-      `-- matview sql: every view asked for is already created in ${database.description}; nothing to print.`,
+      comment(
+        `matview sql: every view asked for is already created in ${database.description}; nothing to print.`,
+      ),
       '',
     ]
   }
   return [
-    `-- matview sql: the DDL "matview create" runs for ${views.map((v) => v.name).join(', ')}`,
-    `-- on ${database.description}, catalog schema "${schema}" ${version === 0 ? '(not created yet)' : `at version ${version}`}.`,
+    comment(
+      `matview sql: the DDL "matview create" runs for ${views.map((v) => v.name).join(', ')}`,
+    ),
+    comment(
+      `on ${database.description}, catalog schema "${schema}" ${version === 0 ? '(not created yet)' : `at version ${version}`}.`,
+    ),
     '--',
     '-- Apply it in one transaction (migration tools do), to this database and before any other',
     '-- view is created: the objects are named by the catalog ids chosen here (log_<id>, …).',
@@ -117,7 +123,7 @@ function header(database: Database, schema: string, views: DeclarativeView[], ve
 /** The catalog schema and the migrations it lacks, as `ensureCatalog` runs them. */
 async function catalogScript(trx: Kysely<any>, schema: string, version: number) {
   const lines = [
-    `-- The catalog schema "${schema}": migrations ${version + 1} to ${CATALOG_VERSION}`,
+    comment(`The catalog schema "${schema}": migrations ${version + 1} to ${CATALOG_VERSION}`),
     '',
   ]
   const recorder = recordingKysely()
@@ -125,7 +131,7 @@ async function catalogScript(trx: Kysely<any>, schema: string, version: number) 
   await createCatalogSchema(trx, schema)
   for (const migration of MIGRATIONS) {
     if (migration.version <= version) continue
-    recorder.statements.push(`-- Migration ${migration.version}: ${migration.description}`)
+    recorder.statements.push(comment(`Migration ${migration.version}: ${migration.description}`))
     await migration.up(recorder.db, schema)
     await migrationRecord(schema, migration, (v) => sql.lit(v)).execute(recorder.db)
     await migration.up(trx, schema)
@@ -195,4 +201,19 @@ function dedent(text: string): string {
     ...lines.filter((l) => l.trim()).map((l) => l.length - l.trimStart().length),
   )
   return lines.map((l) => l.slice(indent)).join('\n')
+}
+
+/**
+ * A `--` comment line of the script, whatever `text` holds: names (a view's, a column's, a
+ * schema's) may contain line breaks, and PostgreSQL ends a `--` comment at a line feed or a
+ * carriage return, after which the rest of the name would run as SQL. Every control character
+ * and Unicode line separator is printed as an escape (`\n`, `\u2028`), so the comment is one
+ * line and runs as nothing.
+ */
+export function comment(text: string): string {
+  const escaped = text.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
+    return named[c] ?? `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`
+  })
+  return `-- ${escaped}`
 }
