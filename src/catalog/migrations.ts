@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely'
-import { stageRowImages } from '../engine/capture-ddl.js'
+import { invokeQueryCaptures } from '../engine/capture-ddl.js'
 
 /**
  * The catalog's numbered migrations. A fresh database runs them all; an older catalog runs the
@@ -217,12 +217,11 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 7,
     description:
-      'query-mapped capture stages text images of rows, calls no conversion of the application',
+      'query-mapped capture runs as the writer (SECURITY INVOKER); stages take INSERT from everyone',
     async up(trx, schema) {
-      // Capture functions of views created before: they ran to_jsonb over the application's
-      // types with matview's rights (a cast to json the application may create). Their rows
-      // already staged stay readable.
-      await stageRowImages(trx, schema)
+      // Capture functions of views created before ran to_jsonb over the application's types
+      // with matview's rights: a cast to json the application may create ran as matview.
+      await invokeQueryCaptures(trx, schema)
     },
   },
 ]

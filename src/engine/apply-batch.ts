@@ -1,7 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewRunError } from '../errors/matview-error.js'
-import { stagedRow } from './capture-ddl.js'
 import { duplicateKeyError } from './key-error.js'
 import { describeKey, keyAfter, keyColumns, keyIn, keyRow, keysAsText } from './key-sql.js'
 import { columnList, tableRef, viewObjects } from './names.js'
@@ -295,8 +294,8 @@ export async function resolveStaged(
         WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${stage} LIMIT ${limit}))
         RETURNING row, matview_logged_at
       ), changed AS (
-        SELECT (x.r).* FROM taken AS t
-        CROSS JOIN LATERAL ${stagedRow('t', source.table)} AS x
+        SELECT r.* FROM taken AS t
+        CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::${tableRef(source.table)}, t.row) AS r
       ), logged AS (
         INSERT INTO ${tableRef(view.objects.log)} (${keyColumns(view.key)}, matview_logged_at)
         SELECT DISTINCT ${keyColumns(view.key, 'm')}, (SELECT min(matview_logged_at) FROM taken)

@@ -29,13 +29,22 @@ export type CaptureTarget =
 /**
  * Creates the capture function and the statement-level triggers of one source. The function
  * copies from the transition tables in one INSERT … SELECT per statement, so a bulk write costs
- * one trigger call, and it never reads other tables (DESIGN, Capture). `SECURITY DEFINER` with a
- * fixed `search_path` lets the application role write sources without rights on the log, and
- * keeps objects in other schemas from being put in its way. It calls nothing an application can
- * define (no cast, no `to_jsonb` over the application's types, see `functionBody`), so no code of
- * the application runs with matview's rights. The triggers fire `ALWAYS`: also for writes made
- * with `session_replication_role = replica` (logical-replication subscribers, data-only restores),
- * which skip ordinary triggers.
+ * one trigger call, and it never reads other tables (DESIGN, Capture). No code of the
+ * application runs with matview's rights:
+ *
+ * - A column map's capture is `SECURITY DEFINER` (the application role writes sources without
+ *   rights on the inbox) and converts nothing an application can define: the source column has
+ *   the key's type or reaches it by a built-in immutable cast (checked at create time, see
+ *   key-conversion.ts); `array_agg` only copies values.
+ * - A query map's capture stages whole rows with `to_jsonb`, which calls a cast to json that
+ *   the owner of a column's type may create: it is `SECURITY INVOKER`, so such a cast runs as
+ *   the writer itself. The stage is a drop box: INSERT for everyone, read by matview only
+ *   (`createStage`).
+ *
+ * Both have a fixed `search_path`, which keeps objects in other schemas from being put in their
+ * way. The triggers fire `ALWAYS` where matview's role owns the source: also for writes made
+ * with `session_replication_role = replica` (logical-replication subscribers, data-only
+ * restores), which skip ordinary triggers.
  */
 export async function createCapture(
   trx: Kysely<any>,
@@ -56,7 +65,7 @@ export async function createCapture(
     comment: `Capture function: ${what}, once per statement`,
     sql: sql`
 CREATE FUNCTION ${fn}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql ${target.kind === 'query' ? sql`SECURITY INVOKER` : sql`SECURITY DEFINER`} SET search_path = pg_catalog, pg_temp
 AS ${sql.lit(captureFunctionBody(trx, target, catalog, objects.id))}`,
   })
   await ddl.run(trx, {
@@ -125,31 +134,6 @@ export function captureFunctionBody(
   return compileConstant(db, functionBody(target, notifyStatement(catalog, id), chunk))
 }
 
-/**
- * A changed row's text image, as the query-mapped capture stages it: `record_out` calls each
- * column's type output function (only a superuser can define one), where `to_jsonb` or a cast
- * to text would call a cast the application may create for its own types (the owner of a type
- * may create casts from it), inside a `SECURITY DEFINER` function. `textin` and `to_jsonb` of
- * text are built in. A JSON string, so the stage's column stays `jsonb`: stages made before
- * hold JSON objects, which `stagedRow` still reads.
- */
-function rowImage(alias: string): RawBuilder<unknown> {
-  return sql`pg_catalog.to_jsonb(pg_catalog.textin(pg_catalog.record_out(${sql.id(alias)})))`
-}
-
-/**
- * A staged row (the stage's `row`, `alias.row`) read back as a row of `table`, in matview's own
- * session when a batch claims it: a JSON string is the row's text image (read with the table's
- * row type), an object is a row staged by an earlier matview (`to_jsonb`). `OFFSET 0` keeps
- * the expression from being inlined once per column when the caller expands `(x.r).*`.
- */
-export function stagedRow(alias: string, table: QualifiedTable): RawBuilder<unknown> {
-  const row = sql.id(alias, 'row')
-  return sql`(SELECT CASE WHEN pg_catalog.jsonb_typeof(${row}) = 'string'
-      THEN CAST(${row} #>> '{}' AS ${tableRef(table)})
-      ELSE pg_catalog.jsonb_populate_record(NULL::${tableRef(table)}, ${row}) END AS r OFFSET 0)`
-}
-
 function functionBody(
   target: CaptureTarget,
   notify: RawBuilder<unknown>,
@@ -160,13 +144,13 @@ function functionBody(
   let remove: RawBuilder<unknown>
   let declare = sql``
   if (target.kind === 'query') {
-    // Whole rows, as text images (rowImage): the stage does not depend on the source's
-    // columns, so adding, dropping or renaming one never breaks a writer; the batch reads them
-    // back with the source's current row type. Both images of an update: the mapping may need
-    // either.
+    // Whole rows as jsonb: the stage does not depend on the source's columns, so adding,
+    // dropping or renaming one never breaks a writer; the batch reads them back by column name
+    // with the source's current row type. Both images of an update: the mapping may need
+    // either. (SECURITY INVOKER: to_jsonb may call a cast of the application's, see above.)
     const into = sql`INSERT INTO ${tableRef(target.stage)} (row)`
     const rows = (transition: string) =>
-      sql`SELECT ${rowImage('r')} FROM ${sql.id(transition)} AS r`
+      sql`SELECT pg_catalog.to_jsonb(r) FROM ${sql.id(transition)} AS r`
     insert = sql`${into} ${rows('new_rows')}`
     update = sql`${into} ${rows('new_rows')} UNION ALL ${rows('old_rows')}`
     remove = sql`${into} ${rows('old_rows')}`
@@ -290,17 +274,13 @@ export async function addNotifyToCaptures(db: Kysely<any>, catalog: string): Pro
 }
 
 /**
- * Rewrites the query-mapped capture functions of views created before the text image
- * (`rowImage`): those called `to_jsonb(r)` over the application's row types inside their
- * `SECURITY DEFINER` function, which runs a cast to json the application may create for its
- * own types with matview's rights. A catalog migration: any matview command of this version
- * replaces them before it does anything else. Rows they staged stay readable (`stagedRow`).
+ * Makes the query-mapped capture functions of views created before `SECURITY INVOKER` (they ran
+ * `to_jsonb` over the application's types with matview's rights, see `createCapture`), and lets
+ * every role stage rows into their stages, as `createStage` does now. A catalog migration: any
+ * matview command of this version does it before anything else.
  */
-export async function stageRowImages(trx: Kysely<any>, catalog: string): Promise<void> {
+export async function invokeQueryCaptures(trx: Kysely<any>, catalog: string): Promise<void> {
   // One DO block, values as literals: `matview sql` prints the migrations it runs.
-  const create = sql.lit(
-    'CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
-  )
   const body = compileConstant(
     trx,
     sql`
@@ -308,14 +288,21 @@ DECLARE
   f record;
 BEGIN
   FOR f IN
-    SELECT p.proname, p.prosrc
-    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    SELECT p.proname FROM pg_catalog.pg_proc p
+    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
     WHERE n.nspname = ${sql.lit(catalog)} AND p.proname ~ '^capture_[0-9]+_[0-9]+$'
-      AND p.prosrc LIKE '%pg_catalog.to_jsonb(r)%'
+      AND p.prosecdef AND p.prosrc LIKE '%pg_catalog.to_jsonb(r)%'
   LOOP
-    EXECUTE pg_catalog.format(${create}, ${sql.lit(catalog)}, f.proname,
-      pg_catalog.replace(f.prosrc, 'pg_catalog.to_jsonb(r)', ${sql.lit(compileConstant(trx, rowImage('r')))}));
+    EXECUTE pg_catalog.format('ALTER FUNCTION %I.%I() SECURITY INVOKER', ${sql.lit(catalog)}, f.proname);
   END LOOP;
+  FOR f IN
+    SELECT c.relname FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ${sql.lit(catalog)} AND c.relname ~ '^stage_[0-9]+_[0-9]+$' AND c.relkind = 'r'
+  LOOP
+    EXECUTE pg_catalog.format('GRANT INSERT ON %I.%I TO PUBLIC', ${sql.lit(catalog)}, f.relname);
+  END LOOP;
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO PUBLIC', ${sql.lit(catalog)});
 END`,
   )
   await sql`DO ${sql.lit(body)}`.execute(trx)

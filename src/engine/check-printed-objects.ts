@@ -128,8 +128,12 @@ export async function acceptPrintedObjects(
     if (!fn) fail(`${label} does not exist`)
     if (fn!.body !== captureFunctionBody(trx, capture, catalog, runtime.id))
       fail(`${label} has another body than matview's`)
-    if (!fn!.definer || !(fn!.config ?? []).includes('search_path=pg_catalog, pg_temp'))
-      fail(`${label} is not SECURITY DEFINER with search_path = pg_catalog, pg_temp`)
+    // A column map's capture runs as matview, a query map's as the writer (createCapture).
+    const definer = capture.kind === 'columns'
+    if (fn!.definer !== definer || !(fn!.config ?? []).includes('search_path=pg_catalog, pg_temp'))
+      fail(
+        `${label} is not SECURITY ${definer ? 'DEFINER' : 'INVOKER'} with search_path = pg_catalog, pg_temp`,
+      )
     const { rows: triggers } = await sql<{
       name: string
       fn: string

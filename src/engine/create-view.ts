@@ -460,8 +460,10 @@ CREATE TABLE ${tableRef(objects.inbox)} (
 }
 
 /**
- * A staging table: changed rows of a source mapped by a query, each the row's text image as a
- * JSON string (see capture-ddl.ts, rowImage).
+ * A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts).
+ * Its capture runs as the writer (SECURITY INVOKER), so every role may INSERT into it (and look
+ * it up in the catalog schema); only matview's role reads it. A row staged by anyone else is
+ * only mapped to keys that are recomputed from the query: it cannot change what a view holds.
  */
 export async function createStage(
   trx: Kysely<any>,
@@ -475,6 +477,14 @@ CREATE TABLE ${tableRef(stage)} (
   row jsonb NOT NULL,
   matview_logged_at timestamptz NOT NULL DEFAULT now()
 )`,
+  })
+  await ddl.run(trx, {
+    comment: 'Writers stage rows with their own rights: INSERT for every role, no SELECT',
+    sql: sql`GRANT INSERT ON ${tableRef(stage)} TO PUBLIC`,
+  })
+  await ddl.run(trx, {
+    comment: '',
+    sql: sql`GRANT USAGE ON SCHEMA ${sql.id(stage.schema)} TO PUBLIC`,
   })
 }
 

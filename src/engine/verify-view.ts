@@ -1,7 +1,6 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { StopReason } from '../runner/kind-runner.js'
 import { applyKeys, batchError, inboxRows } from './apply-batch.js'
-import { stagedRow } from './capture-ddl.js'
 import { keyAfter, keyColumns, keyRow, keysAsText } from './key-sql.js'
 import { columnList, tableRef } from './names.js'
 import type { ViewRuntime } from './view-runtime.js'
@@ -200,8 +199,8 @@ async function compareRange(
       (source) => sql`
         SELECT ${keyColumns(view.key, 'm')} FROM (
           WITH changed AS (
-            SELECT (x.r).* FROM ${tableRef(source.stage)} AS s
-            CROSS JOIN LATERAL ${stagedRow('s', source.table)} AS x
+            SELECT r.* FROM ${tableRef(source.stage)} AS s
+            CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::${tableRef(source.table)}, s.row) AS r
           )
           SELECT * FROM (${source.mapping}) AS m
         ) AS m`,

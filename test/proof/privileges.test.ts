@@ -174,6 +174,15 @@ describe('least privilege on PostgreSQL', () => {
     const { rows: ids } = await sql<{
       id: number
     }>`SELECT id FROM matview.views ORDER BY id`.execute(database!.db)
+    // The query-mapped source's stage: the application's writes stage rows there with its own
+    // rights (INSERT), but it cannot read or delete them.
+    const { rows: stages } = await sql<{ name: string }>`
+      SELECT relname AS name FROM pg_class
+      WHERE relnamespace = 'matview'::regnamespace AND relname LIKE ${`stage_${ids[1]!.id}_%`}`.execute(
+      database!.db,
+    )
+    expect(stages).toHaveLength(1)
+    const stage = stages[0]!.name
     const attempts = [
       sql`INSERT INTO reporting.customer_totals VALUES (999, 'x', 1, 1)`,
       sql`UPDATE reporting.customer_totals SET total_cents = 0`,
@@ -181,9 +190,10 @@ describe('least privilege on PostgreSQL', () => {
       sql`TRUNCATE reporting.customer_totals`,
       sql`INSERT INTO ${sql.id('matview', `log_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
       sql`DELETE FROM ${sql.id('matview', `log_${ids[0]!.id}`)}`,
-      sql`INSERT INTO ${sql.id('matview', `inbox_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
+      sql`INSERT INTO ${sql.id('matview', `inbox_${ids[0]!.id}`)} (customer_id) VALUES ('{1}')`,
       sql`DELETE FROM ${sql.id('matview', `inbox_${ids[0]!.id}`)}`,
-      sql`SELECT * FROM ${sql.id('matview', `stage_${ids[1]!.id}_0`)}`,
+      sql`SELECT * FROM ${sql.id('matview', stage)}`,
+      sql`DELETE FROM ${sql.id('matview', stage)}`,
       sql`UPDATE matview.views SET state = 'ready'`,
       sql`DELETE FROM matview.runs`,
       sql`INSERT INTO matview.catalog_version VALUES (99, 'x')`,
@@ -276,7 +286,7 @@ describe('least privilege on PostgreSQL', () => {
     expect(after).toEqual([])
     await mv.close()
   })
-  it("runs none of the application's own casts in the capture: its enum's cast to json, its row type's cast to text (audit 03)", async () => {
+  it("runs none of the application's own casts with matview's rights: its enum's cast to json, its row type's casts (audit 03)", async () => {
     const app = login(role.app).db
     // The application owns its types, and the owner of a type may create casts from it.
     await sql
@@ -319,13 +329,14 @@ describe('least privilege on PostgreSQL', () => {
     expect(await calls()).toEqual([{ fn: 'status::json', by_role: role.app }])
     await sql`TRUNCATE app.calls`.execute(database!.db)
 
-    // Ordinary writes, through the capture of both views (region_orders stages whole rows).
+    // Ordinary writes, through the capture of both views (region_orders stages whole rows with
+    // to_jsonb, which calls the enum's cast: as the application itself, which writes).
     await appWrites(app)
     await sql`UPDATE orders SET status = 'open' WHERE customer_id < 5`.execute(app)
     const second = await mv.update()
     expect(second.views.every((v) => v.outcome === 'done')).toBe(true)
     await expectEqual()
-    expect(await calls()).toEqual([])
+    expect((await calls()).filter((c) => c.by_role !== role.app)).toEqual([])
     const { rows: granted } = await sql<{ update: boolean }>`
       SELECT has_table_privilege(${role.app}, 'reporting.region_orders', 'UPDATE') AS update`.execute(
       database!.db,
