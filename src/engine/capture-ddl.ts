@@ -164,11 +164,11 @@ function functionBody(
     // types, or reach them by a built-in immutable cast (checked at create time): no
     // conversion the application could define runs here.
     //
-    // Past `chunk` keys the first row is full (its key count says so, `RETURNING … INTO`, which
-    // costs the common statement nothing more): the rest go in rows of `chunk` keys, numbered
-    // in the transition tables' order, which a second scan reads alike. Aliased columns
-    // (c.k1, …): a source column may have any name.
-    // use_column: a column named like the variable is the column.
+    // Past `chunk` keys the first row is full (its key count says so, `RETURNING … INTO`): the
+    // rest go in rows of `chunk` keys, numbered in the transition tables' order, which a second
+    // scan reads alike. The common statement pays a LIMIT and the RETURNING, a few µs at most
+    // (CHANGELOG). Aliased columns (c.k1, …): a source column may have any name; use_column: a
+    // column named like the variable is the column.
     declare = sql`
 #variable_conflict use_column
 DECLARE
@@ -253,8 +253,8 @@ export async function addNotifyToCaptures(db: Kysely<any>, catalog: string): Pro
     await sql`SELECT pg_advisory_xact_lock(hashtext(${catalog}), hashtext('matview:capture-notify'))`.execute(
       trx,
     )
-    const { rows } = await sql<{ name: string; body: string }>`
-      SELECT p.proname AS name, p.prosrc AS body
+    const { rows } = await sql<{ name: string; body: string; definer: boolean }>`
+      SELECT p.proname AS name, p.prosrc AS body, p.prosecdef AS definer
       FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname = ${catalog} AND p.proname ~ '^capture_[0-9]+_[0-9]+$'
         AND p.prosrc NOT LIKE '%pg_notify%'`.execute(trx)
@@ -264,9 +264,10 @@ export async function addNotifyToCaptures(db: Kysely<any>, catalog: string): Pro
       if (!end.test(row.body)) continue
       const notify = compileConstant(trx, notifyStatement(catalog, id))
       const body = row.body.replace(end, `${notify}\n  RETURN NULL;\nEND`)
+      // Its security as it is: a query map's capture runs as the writer (migration 7).
       await sql`
         CREATE OR REPLACE FUNCTION ${sql.id(catalog, row.name)}() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        LANGUAGE plpgsql ${row.definer ? sql`SECURITY DEFINER` : sql`SECURITY INVOKER`} SET search_path = pg_catalog, pg_temp
         AS ${sql.lit(body)}`.execute(trx)
     }
     return rows.length
