@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import { invokeQueryCaptures } from '../engine/capture-ddl.js'
 import { installSchemaWatch } from './schema-watch.js'
 
 /**
@@ -222,6 +223,16 @@ export const MIGRATIONS: readonly Migration[] = [
       // A source replaced, renamed or altered, a partition attached, detached or dropped:
       // see schema-watch.ts. Event triggers only where the role may create them (superuser).
       await installSchemaWatch(trx, schema)
+    },
+  },
+  {
+    version: 8,
+    description:
+      'query-mapped capture runs as the writer (SECURITY INVOKER); stages take INSERT from everyone',
+    async up(trx, schema) {
+      // Capture functions of views created before ran to_jsonb over the application's types
+      // with matview's rights: a cast to json the application may create ran as matview.
+      await invokeQueryCaptures(trx, schema)
     },
   },
 ]

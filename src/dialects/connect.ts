@@ -123,8 +123,12 @@ export async function connect(
  * random index scans, 5 times slower (measured on the canonical workload, bench/RESULTS.md).
  * JIT compiles for tens of milliseconds, longer than a batch runs. Connections an application
  * hands us are left alone.
+ *
+ * Key values travel as text (key-sql.ts): with `extra_float_digits` at 0 or below (a database or
+ * role default), a float key would print rounded and be read back as another value, so
+ * matview's connections print floats exactly (3: every digit, the default since PostgreSQL 12).
  */
-const PLANNER_SETTINGS = 'SET random_page_cost = 2; SET jit = off'
+const PLANNER_SETTINGS = 'SET random_page_cost = 2; SET jit = off; SET extra_float_digits = 3'
 
 async function connectPostgres(url: string): Promise<Database> {
   let parsed: URL

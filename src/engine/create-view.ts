@@ -12,6 +12,7 @@ import {
   requireColumns,
   tableLabel,
 } from './inspect-definition.js'
+import { unsafeKeyConversion } from './key-conversion.js'
 import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { postgresError } from './postgres-errors.js'
@@ -249,6 +250,16 @@ export async function checkDefinition(
         (c) =>
           `source "${names[i]}" maps key column "${keyColumn}" to column "${c}", which ${tableLabel(source)} does not have`,
       )
+      const keyType = shape.columns.find((c) => c.name === keyColumn)!.type
+      const unsafe = await unsafeKeyConversion(trx, source.oid, sourceColumn, keyType)
+      if (unsafe && !unsafe.cast)
+        fail(
+          `source "${names[i]}" cannot feed the key from "${sourceColumn}": PostgreSQL has no implicit or assignment cast from ${unsafe.source} to ${keyType} (key column "${keyColumn}"); map a column of the key's type, or map the source with a SQL query over "changed" that returns the key`,
+        )
+      if (unsafe)
+        fail(
+          `source "${names[i]}" maps key column "${keyColumn}" to column "${sourceColumn}": ${unsafe.reason}; map a column of the key's type (${keyType}), or map the source with a SQL query over "changed" that computes the key as the query does`,
+        )
     }
   }
   for (const [i, source] of sources.entries()) {
@@ -502,7 +513,12 @@ CREATE TABLE ${tableRef(objects.inbox)} (
   }
 }
 
-/** A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts). */
+/**
+ * A staging table: changed rows of a source mapped by a query, as jsonb (see capture-ddl.ts).
+ * Its capture runs as the writer (SECURITY INVOKER), so every role may INSERT into it (and look
+ * it up in the catalog schema); only matview's role reads it. A row staged by anyone else is
+ * only mapped to keys that are recomputed from the query: it cannot change what a view holds.
+ */
 export async function createStage(
   trx: Kysely<any>,
   stage: QualifiedTable,
@@ -515,6 +531,14 @@ CREATE TABLE ${tableRef(stage)} (
   row jsonb NOT NULL,
   matview_logged_at timestamptz NOT NULL DEFAULT now()
 )`,
+  })
+  await ddl.run(trx, {
+    comment: 'Writers stage rows with their own rights: INSERT for every role, no SELECT',
+    sql: sql`GRANT INSERT ON ${tableRef(stage)} TO PUBLIC`,
+  })
+  await ddl.run(trx, {
+    comment: '',
+    sql: sql`GRANT USAGE ON SCHEMA ${sql.id(stage.schema)} TO PUBLIC`,
   })
 }
 

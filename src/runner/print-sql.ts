@@ -68,7 +68,10 @@ export async function printViewSql(
       const created = views.filter((v) => existing.has(v.name))
       out.push(...header(database, schema, wanted))
       for (const view of created)
-        out.push(`-- View ${view.name}: already in the catalog here; nothing to print for it.`, '')
+        out.push(
+          comment(`View ${view.name}: already in the catalog here; nothing to print for it.`),
+          '',
+        )
       if (wanted.length === 0) return
       out.push(...(await catalogScript(trx, schema, version)))
       const taken = new Set<number>()
@@ -76,7 +79,7 @@ export async function printViewSql(
         const placeholder = placeholderFor(trx, view, taken)
         const ddl = recordDdl()
         await createView(trx, schema, view, { ddl, id: placeholder })
-        out.push(`-- View ${view.name} ${'-'.repeat(40)}`, '')
+        out.push(comment(`View ${view.name} ${'-'.repeat(40)}`), '')
         out.push(viewBlock(trx, schema, view, placeholder, ddl.statements), '')
       }
       out.push(
@@ -134,11 +137,11 @@ function viewBlock(
     '    RETURN;',
     '  END IF;',
     "  -- The next id of this database's catalog names the view's objects (log_<id>, …).",
-    `  view_id := nextval(pg_get_serial_sequence(${text(sql.lit(`${quoteIdent(schema)}.views`))}, 'id'));`,
+    `  view_id := nextval(pg_get_serial_sequence(${text(sql.lit(`${text(sql.id(schema))}.views`))}, 'id'));`,
   ]
   for (const statement of statements) {
     if (statement.comment)
-      body.push(`  -- ${statement.comment.replaceAll(String(placeholder), '<id>')}`)
+      body.push(`  ${comment(statement.comment.replaceAll(String(placeholder), '<id>'))}`)
     body.push(
       `  EXECUTE replace(${dollarQuote(statement.text.trim())}, '${placeholder}', view_id::text);`,
     )
@@ -159,10 +162,6 @@ function dollarQuote(text: string, base = 'sql'): string {
   return `$${tag}$${text}$${tag}$`
 }
 
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`
-}
-
 function chooseViews(config: ResolvedConfig, names: string[]): DeclarativeView[] {
   const selected = selectViews(config.views, names.length > 0 ? names : undefined)
   for (const view of selected) {
@@ -178,13 +177,19 @@ function chooseViews(config: ResolvedConfig, names: string[]): DeclarativeView[]
 function header(database: Database, schema: string, views: DeclarativeView[]) {
   if (views.length === 0) {
     return [
-      `-- matview sql: every view asked for is already created in ${database.description}; nothing to print.`,
+      comment(
+        `matview sql: every view asked for is already created in ${database.description}; nothing to print.`,
+      ),
       '',
     ]
   }
   return [
-    `-- matview sql: the DDL "matview create" runs for ${views.map((v) => v.name).join(', ')}`,
-    `-- (printed from ${database.description}), catalog schema "${schema}", catalog version ${CATALOG_VERSION}.`,
+    comment(
+      `matview sql: the DDL "matview create" runs for ${views.map((v) => v.name).join(', ')}`,
+    ),
+    comment(
+      `(printed from ${database.description}), catalog schema "${schema}", catalog version ${CATALOG_VERSION}.`,
+    ),
     '--',
     '-- It applies to any database: each catalog migration runs only where the catalog lacks it,',
     "-- and each view takes the next id of that database's catalog for its objects' names (a view",
@@ -215,7 +220,9 @@ async function catalogScript(trx: Kysely<any>, schema: string, version: number) 
   const recorder = recordingKysely()
   await createCatalogSchema(recorder.db, schema)
   const lines = [
-    `-- The catalog schema "${schema}" at version ${CATALOG_VERSION}: each migration runs only where the catalog lacks it`,
+    comment(
+      `The catalog schema "${schema}" at version ${CATALOG_VERSION}: each migration runs only where the catalog lacks it`,
+    ),
     '',
     ...recorder.statements.map((statement) => `${dedent(statement)};\n`),
     '-- Two scripts (or a script and matview) migrating at once wait for each other',
@@ -237,7 +244,7 @@ async function catalogScript(trx: Kysely<any>, schema: string, version: number) 
     await migration.up(steps.db, schema)
     await migrationRecord(schema, migration, (v) => sql.lit(v)).execute(steps.db)
     lines.push(
-      `-- Migration ${migration.version}: ${migration.description}`,
+      comment(`Migration ${migration.version}: ${migration.description}`),
       doBlock(
         [
           'BEGIN',
@@ -301,4 +308,19 @@ function dedent(text: string): string {
     ...lines.filter((l) => l.trim()).map((l) => l.length - l.trimStart().length),
   )
   return lines.map((l) => l.slice(indent)).join('\n')
+}
+
+/**
+ * A `--` comment line of the script, whatever `text` holds: names (a view's, a column's, a
+ * schema's) may contain line breaks, and PostgreSQL ends a `--` comment at a line feed or a
+ * carriage return, after which the rest of the name would run as SQL. Every control character
+ * and Unicode line separator is printed as an escape (`\n`, `\u2028`), so the comment is one
+ * line and runs as nothing.
+ */
+export function comment(text: string): string {
+  const escaped = text.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
+    return named[c] ?? `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`
+  })
+  return `-- ${escaped}`
 }

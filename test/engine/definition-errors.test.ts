@@ -385,6 +385,22 @@ const BAD_DEFINITIONS: BadDefinition[] = [
     error: [/source "customers" cannot feed the key from "name"/, /bigint.*text|text.*bigint/],
   },
   {
+    title: 'a column map whose conversion to the key depends on the session (timestamptz to date)',
+    setup: async (db) => {
+      await sql`CREATE TABLE visits (id bigint PRIMARY KEY, at timestamptz NOT NULL)`.execute(db)
+    },
+    view: defineView({
+      name: 'daily',
+      key: ['day'],
+      query: sql`SELECT at::date AS day, count(*) AS n FROM visits GROUP BY 1`,
+      sources: { visits: { day: 'at' } },
+    }),
+    error: [
+      /source "visits" maps key column "day" to column "at": converting timestamp with time zone to date depends on the session's settings/,
+      /map a column of the key's type \(date\), or map the source with a SQL query over "changed"/,
+    ],
+  },
+  {
     title: "a view in matview's own catalog schema",
     view: defineView({
       name: 'matview.customer_totals',

@@ -199,4 +199,45 @@ describe.each(DIALECTS)('matview sql on %s', (dialect) => {
     )
     await mv.close()
   })
+  it('prints any name inertly: a line break, a carriage return, quotes, */ or -- in a name runs as nothing', async () => {
+    await setUp()
+    const db = database.db
+    await sql`CREATE TABLE victims (x int)`.execute(db)
+    // Names reach the script's comments three ways: the view's name, a source's name, and the
+    // columns of the target (here picked up by SELECT s.*).
+    const source = "src\rDROP TABLE victims; -- */ '"
+    const note = 'note\nDROP TABLE victims; --'
+    const quoted = 'q\'"*/\r\nDROP TABLE victims;\u2028DROP TABLE victims;'
+    await sql`CREATE TABLE ${sql.id(source)} (id int PRIMARY KEY, ${sql.id(note)} text, ${sql.id(quoted)} int)`.execute(
+      db,
+    )
+    await sql`INSERT INTO ${sql.id(source)} VALUES (1, 'a', 2), (2, 'b', 3)`.execute(db)
+    const view = defineView({
+      name: 'copy\nDROP TABLE victims; --',
+      key: ['id'],
+      query: sql`SELECT s.* FROM ${sql.id(source)} AS s`,
+      sources: { [source]: { id: 'id' } },
+    })
+    const script = await viewSql({ database, views: [view] })
+    expect(script).toContain('-- View copy\\nDROP TABLE victims; --')
+    await runScript(`BEGIN;\n${script}\nCOMMIT;`)
+    const { rows } = await sql<{ there: boolean }>`
+      SELECT to_regclass('victims') IS NOT NULL AS there`.execute(db)
+    expect(rows).toEqual([{ there: true }])
+    // And what it made is what create makes.
+    const mv = await Matview.open({ database, views: [view] })
+    expect((await mv.update({ createOnly: true })).views[0]!.notes).toEqual([
+      'objects from "matview sql" checked',
+      'backfilled',
+    ])
+    await sql`UPDATE ${sql.id(source)} SET ${sql.id(quoted)} = 9 WHERE id = 2`.execute(db)
+    expect((await mv.update()).views[0]!.outcome).toBe('done')
+    const copied = await sql<Record<string, unknown>>`
+      SELECT * FROM ${sql.id(view.name)} ORDER BY id`.execute(db)
+    expect(copied.rows).toEqual([
+      { id: 1, [note]: 'a', [quoted]: 2 },
+      { id: 2, [note]: 'b', [quoted]: 9 },
+    ])
+    await mv.close()
+  })
 })

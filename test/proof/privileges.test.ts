@@ -174,6 +174,15 @@ describe('least privilege on PostgreSQL', () => {
     const { rows: ids } = await sql<{
       id: number
     }>`SELECT id FROM matview.views ORDER BY id`.execute(database!.db)
+    // The query-mapped source's stage: the application's writes stage rows there with its own
+    // rights (INSERT), but it cannot read or delete them.
+    const { rows: stages } = await sql<{ name: string }>`
+      SELECT relname AS name FROM pg_class
+      WHERE relnamespace = 'matview'::regnamespace AND relname LIKE ${`stage_${ids[1]!.id}_%`}`.execute(
+      database!.db,
+    )
+    expect(stages).toHaveLength(1)
+    const stage = stages[0]!.name
     const attempts = [
       sql`INSERT INTO reporting.customer_totals VALUES (999, 'x', 1, 1)`,
       sql`UPDATE reporting.customer_totals SET total_cents = 0`,
@@ -181,9 +190,10 @@ describe('least privilege on PostgreSQL', () => {
       sql`TRUNCATE reporting.customer_totals`,
       sql`INSERT INTO ${sql.id('matview', `log_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
       sql`DELETE FROM ${sql.id('matview', `log_${ids[0]!.id}`)}`,
-      sql`INSERT INTO ${sql.id('matview', `inbox_${ids[0]!.id}`)} (customer_id) VALUES (1)`,
+      sql`INSERT INTO ${sql.id('matview', `inbox_${ids[0]!.id}`)} (customer_id) VALUES ('{1}')`,
       sql`DELETE FROM ${sql.id('matview', `inbox_${ids[0]!.id}`)}`,
-      sql`SELECT * FROM ${sql.id('matview', `stage_${ids[1]!.id}_0`)}`,
+      sql`SELECT * FROM ${sql.id('matview', stage)}`,
+      sql`DELETE FROM ${sql.id('matview', stage)}`,
       sql`UPDATE matview.views SET state = 'ready'`,
       sql`DELETE FROM matview.runs`,
       sql`INSERT INTO matview.catalog_version VALUES (99, 'x')`,
@@ -311,6 +321,103 @@ describe('least privilege on PostgreSQL', () => {
       database!.db,
     )
     expect(after).toEqual([])
+    await mv.close()
+  })
+  it("runs none of the application's own casts with matview's rights: its enum's cast to json, its row type's casts (audit 03)", async () => {
+    const app = login(role.app).db
+    // The application owns its types, and the owner of a type may create casts from it.
+    await sql
+      .raw(`
+      CREATE TYPE app.status AS ENUM ('open', 'paid');
+      ALTER TABLE app.orders ADD COLUMN status app.status NOT NULL DEFAULT 'paid';
+      CREATE TABLE app.calls (fn text, by_role text DEFAULT current_user);
+      GRANT INSERT ON app.calls TO PUBLIC;`)
+      .execute(app)
+    const mv = await createViews()
+    // Each records who ran it and, run as matview's role, tries to take the targets.
+    const hook = (fn: string) => `
+      INSERT INTO app.calls (fn) VALUES ('${fn}');
+      IF current_user <> '${role.app}' THEN
+        EXECUTE 'GRANT ALL ON reporting.customer_totals, reporting.region_orders TO ${role.app}';
+        UPDATE reporting.region_orders SET order_count = -666;
+      END IF;`
+    await sql
+      .raw(`
+      CREATE FUNCTION app.status_json(s app.status) RETURNS json LANGUAGE plpgsql AS $$
+      BEGIN ${hook('status::json')} RETURN pg_catalog.to_json(s::text); END $$;
+      CREATE CAST (app.status AS json) WITH FUNCTION app.status_json(app.status);
+      CREATE FUNCTION app.status_jsonb(s app.status) RETURNS jsonb LANGUAGE plpgsql AS $$
+      BEGIN ${hook('status::jsonb')} RETURN pg_catalog.to_jsonb(s::text); END $$;
+      CREATE CAST (app.status AS jsonb) WITH FUNCTION app.status_jsonb(app.status);
+      CREATE FUNCTION app.orders_text(o app.orders) RETURNS text LANGUAGE plpgsql AS $$
+      BEGIN ${hook('orders::text')} RETURN 'forged'; END $$;
+      CREATE CAST (app.orders AS text) WITH FUNCTION app.orders_text(app.orders);
+      CREATE FUNCTION app.orders_json(o app.orders) RETURNS jsonb LANGUAGE plpgsql AS $$
+      BEGIN ${hook('orders::jsonb')} RETURN '{}'; END $$;
+      CREATE CAST (app.orders AS jsonb) WITH FUNCTION app.orders_json(app.orders);`)
+      .execute(app)
+    // The trap is armed: the application's own to_jsonb over its rows calls the cast.
+    await sql`SELECT to_jsonb(o) FROM app.orders o LIMIT 1`.execute(app)
+    const calls = async () =>
+      (
+        await sql<{ fn: string; by_role: string }>`
+          SELECT DISTINCT fn, by_role FROM app.calls ORDER BY fn`.execute(database!.db)
+      ).rows
+    expect(await calls()).toEqual([{ fn: 'status::json', by_role: role.app }])
+    await sql`TRUNCATE app.calls`.execute(database!.db)
+
+    // Ordinary writes, through the capture of both views (region_orders stages whole rows with
+    // to_jsonb, which calls the enum's cast: as the application itself, which writes).
+    await appWrites(app)
+    await sql`UPDATE orders SET status = 'open' WHERE customer_id < 5`.execute(app)
+    const second = await mv.update()
+    expect(second.views.every((v) => v.outcome === 'done')).toBe(true)
+    await expectEqual()
+    expect((await calls()).filter((c) => c.by_role !== role.app)).toEqual([])
+    const { rows: granted } = await sql<{ update: boolean }>`
+      SELECT has_table_privilege(${role.app}, 'reporting.region_orders', 'UPDATE') AS update`.execute(
+      database!.db,
+    )
+    expect(granted).toEqual([{ update: false }])
+    await mv.close()
+  })
+
+  it('refuses a column map whose conversion the application could take over with a cast of its own type', async () => {
+    const app = login(role.app).db
+    // An id column of the application's own type: the key (bigint) would be reached by an
+    // assignment cast, which the type's owner may create, and which the capture would run.
+    await sql
+      .raw(`
+      CREATE DOMAIN app.customer_ref AS bigint;
+      CREATE TYPE app.code AS ENUM ('1', '2');
+      CREATE TABLE app.tickets (id int PRIMARY KEY, customer app.customer_ref NOT NULL, code app.code NOT NULL);
+      GRANT SELECT, TRIGGER ON app.tickets TO ${role.matview};`)
+      .execute(app)
+    const byCode = defineView({
+      name: 'reporting.tickets_by_code',
+      key: ['code'],
+      query: sql`SELECT code::text AS code, count(*) AS n FROM app.tickets GROUP BY 1`,
+      sources: { 'app.tickets': { code: 'code' } },
+    })
+    // A domain over the key's own type needs no cast: accepted.
+    const byCustomer = defineView({
+      name: 'reporting.tickets_by_customer',
+      key: ['customer'],
+      query: sql`SELECT customer::bigint AS customer, count(*) AS n FROM app.tickets GROUP BY 1`,
+      sources: { 'app.tickets': { customer: 'customer' } },
+    })
+    const mv = await Matview.open({
+      database: login(role.matview).url,
+      views: [byCode, byCustomer],
+    })
+    const { views: results } = await mv.update()
+    expect(results.map((v) => [v.view, v.outcome])).toEqual([
+      ['reporting.tickets_by_code', 'failed'],
+      ['reporting.tickets_by_customer', 'done'],
+    ])
+    expect(results[0]!.error).toMatch(
+      /source "app.tickets" maps key column "code" to column "code": converting app.code to text is not a built-in cast.*map a column of the key's type \(text\), or map the source with a SQL query over "changed"/,
+    )
     await mv.close()
   })
 })
