@@ -222,7 +222,7 @@ describe.each(DIALECTS)('the capture function on %s', (dialect) => {
     // What matview made before: the capture ran as matview, the stage was matview's alone.
     await sql`ALTER FUNCTION ${sql.id('matview', now.name)}() SECURITY DEFINER`.execute(db)
     await sql`REVOKE INSERT ON ${sql.id('matview', now.stage)} FROM PUBLIC`.execute(db)
-    await sql`DELETE FROM matview.catalog_version WHERE version = 7`.execute(db)
+    await sql`DELETE FROM matview.catalog_version WHERE version = 8`.execute(db)
     await mv.close()
 
     // The next matview command migrates the catalog.
