@@ -27,10 +27,11 @@ export const PRINTED_STATE_REASON =
 
 /**
  * Creates everything a declarative view needs, in the caller's transaction: catalog row, target
- * (columns and types from the query, primary key on the key, declared indexes), change log,
- * staging tables and capture triggers. Every check runs before the first object exists, and a
- * failure rolls the whole transaction back: nothing is left half-created. The target starts
- * empty in state `building`; the backfill fills it.
+ * (columns and types from the query, primary key on the key, declared indexes), change log and
+ * staging tables. Every check runs before the first object exists, and a failure rolls the
+ * whole transaction back: nothing is left half-created. The target starts empty in state
+ * `building`; the caller then installs the capture (`installCapture`, one source per
+ * transaction) and the backfill fills it.
  *
  * `printed` makes the statements for `matview sql`: the id is the one given (the script sets
  * it, and moves the id sequence past it), sources are found by name rather than oid, values are
@@ -91,12 +92,14 @@ SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence(${v(`${quoteIdent(cat
       INSERT INTO ${views} (${columns}) VALUES (${values}) RETURNING id`.execute(trx)
     id = Number(rows[0]!.id)
   }
+  // Executed, the capture triggers come after this transaction, a source at a time
+  // (install-capture.ts); printed, the script holds everything.
   const sources = await createViewObjects(
     trx,
     catalog,
     view,
     checked,
-    { id, target: checked.target },
+    { id, target: checked.target, capture: printed ? 'now' : 'later' },
     ddl,
   )
   for (const source of sources) {
@@ -264,13 +267,17 @@ export async function checkDefinition(
  * (empty), its primary key and indexes, and the change log, staging tables and capture triggers
  * named by `at.id`. Returns the sources for the caller to record. A rebuild calls it with a
  * shadow table and a new id, so the live view's objects are never touched.
+ *
+ * `capture: 'later'` leaves out the capture functions and triggers: the caller commits, then
+ * installs them one source per transaction (`installCapture`), so this transaction locks no
+ * source in a mode that writers wait for, and never holds one source while it waits for another.
  */
 export async function createViewObjects(
   trx: Kysely<any>,
   catalog: string,
   view: DeclarativeView,
   checked: CheckedDefinition,
-  at: { id: number; target: QualifiedTable },
+  at: { id: number; target: QualifiedTable; capture: 'now' | 'later' },
   ddl: DdlSink = executeDdl,
 ): Promise<SourceRecord[]> {
   const fail = (message: string): never => {
@@ -335,7 +342,9 @@ export async function createViewObjects(
         mapped.columns,
         (c) => `the mapping of source "${name}" does not return key column "${c}"`,
       )
-      await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage }, ddl)
+      if (at.capture === 'now') {
+        await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage }, ddl)
+      }
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
       // Plans an INSERT of the source's columns as keys once (into the log, whose columns have
@@ -349,15 +358,17 @@ export async function createViewObjects(
             `source "${name}" cannot feed the key from ${mapped.map((c) => `"${c}"`).join(', ')}: ${pgError.message}`,
           )
         })
-      await createCapture(
-        trx,
-        objects,
-        catalog,
-        position,
-        source,
-        { kind: 'columns', log: objects.inbox, keyColumns: view.key, sourceColumns: mapped },
-        ddl,
-      )
+      if (at.capture === 'now') {
+        await createCapture(
+          trx,
+          objects,
+          catalog,
+          position,
+          source,
+          { kind: 'columns', log: objects.inbox, keyColumns: view.key, sourceColumns: mapped },
+          ddl,
+        )
+      }
     }
     records.push({
       position,

@@ -9,6 +9,7 @@ import { burstInInbox, chooseRebuild } from './choose-strategy.js'
 import { createView, PRINTED_STATE_REASON } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { fillTable } from './fill-table.js'
+import { installCapture, recordedSources } from './install-capture.js'
 import { KeyError } from './key-error.js'
 import { describeKey, keyColumns } from './key-sql.js'
 import { partitionLockKey, tableRef } from './names.js'
@@ -19,6 +20,7 @@ import {
   REBUILD_SWAP_ATTEMPTS,
   rebuildView,
 } from './rebuild/rebuild-view.js'
+import { retireCapture } from './retire-capture.js'
 import { applyIsolating } from './set-aside.js'
 import { loadViewRuntime, partitionRuntime, type ViewRuntime } from './view-runtime.js'
 import { definitionHash } from './view-sql.js'
@@ -68,6 +70,17 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
       ctx.notes.push('created')
     }
+    if (runtime.state === 'building' && runtime.definitionHash === hash) {
+      // Before the backfill reads a row; a run that stopped half-way installs the rest.
+      await installCapture(
+        ctx.conn,
+        ctx.schema,
+        view,
+        runtime.id,
+        await recordedSources(ctx.conn, ctx.schema, view.name),
+        { shouldStop: ctx.shouldStop },
+      )
+    }
     if (runtime.state === 'rebuilding' && runtime.definitionHash === hash) {
       // A rebuild for the same definition (an earlier update's choice, or a rebuild after a
       // TRUNCATE) that stopped half-way: finish it, as `matview rebuild` would.
@@ -110,6 +123,13 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
 
 async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
   await ctx.conn.transaction().execute((trx) => discardUnfinishedView(trx, ctx.schema, runtime))
+  await retireInRun(ctx)
+}
+
+/** Removes capture no view uses any more; what a long transaction kept is left for later. */
+async function retireInRun(ctx: RunContext): Promise<void> {
+  for (const left of await retireCapture(ctx.conn, ctx.schema, { shouldStop: ctx.shouldStop }))
+    ctx.logger.info(`left for a later run: ${left}`)
 }
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */

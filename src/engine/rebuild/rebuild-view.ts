@@ -8,9 +8,11 @@ import type { DeclarativeView } from '../../views/declarative.js'
 import type { ViewDefinition } from '../../views/view-definition.js'
 import { type BatchCounts, batchError } from '../apply-batch.js'
 import { fillTable } from '../fill-table.js'
+import { installCapture } from '../install-capture.js'
 import { KeyError } from '../key-error.js'
 import { displayName, tableRef } from '../names.js'
 import { postgresError } from '../postgres-errors.js'
+import { retireCapture } from '../retire-capture.js'
 import type { ViewRuntime } from '../view-runtime.js'
 import { definitionHash } from '../view-sql.js'
 import { catchUp } from './catch-up.js'
@@ -82,6 +84,11 @@ export async function rebuildView(
   await refuseBlockedSwap(conn, catalog, view.name, row.target, liveOid)
 
   const record = await prepare(view, row, ctx)
+  // Before the fill reads a row (DESIGN, Backfill); a rebuild resumed after it stopped
+  // half-way installs the rest. One source per transaction: see install-capture.ts.
+  await installCapture(conn, catalog, view, record.id, record.sources, {
+    shouldStop: ctx.shouldStop,
+  })
   const shadow = shadowRuntime(conn, catalog, view, record)
   if (record.checkpoint?.method !== 'done') {
     const stop = await fill(view, shadow, ctx)
@@ -101,6 +108,7 @@ export async function rebuildView(
   })
   if (stop) return { stop }
   ctx.notes.push(...(await swap(shadow, ctx, onBatch)), 'rebuilt')
+  await retire(ctx)
   const { rows } = await sql<{ n: string }>`
     SELECT count(*) AS n FROM ${tableRef(row.target)}`.execute(conn)
   return { rows: Number(rows[0]!.n) }
@@ -125,8 +133,8 @@ async function prepare(
       (sameDefinition ? 'its new table was gone' : 'the definition changed since it started')
     ctx.notes.push(`started over: ${why}`)
   }
-  ctx.logger.debug(`view "${view.name}": creating the new table, log and capture`)
-  return ctx.conn.transaction().execute(async (trx) => {
+  ctx.logger.debug(`view "${view.name}": creating the new table and log`)
+  const record = await ctx.conn.transaction().execute(async (trx) => {
     if (current) await discardRebuild(trx, ctx.catalog, view.name)
     return startRebuild(trx, ctx.catalog, view, row.target!).catch((error) => {
       const pgError = postgresError(error)
@@ -136,6 +144,14 @@ async function prepare(
       })
     })
   })
+  if (current) await retire(ctx)
+  return record
+}
+
+/** Removes the capture no view uses any more (the replaced or discarded one). */
+async function retire(ctx: RebuildContext): Promise<void> {
+  for (const left of await retireCapture(ctx.conn, ctx.catalog, { shouldStop: ctx.shouldStop }))
+    ctx.logger.info(`left for a later run: ${left}`)
 }
 
 async function fill(
@@ -151,6 +167,7 @@ async function fill(
     // view keeps serving what it had (DESIGN, invariant 4).
     if (error instanceof KeyError) {
       await ctx.conn.transaction().execute((trx) => abandonRebuild(trx, ctx.catalog, view.name))
+      await retire(ctx)
       throw new KeyError(
         view.name,
         `${error.detail}; the rebuild was given up and the view keeps its rows from before`,

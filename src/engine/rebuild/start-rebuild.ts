@@ -8,10 +8,11 @@ import { type RebuildRecord, saveRebuild, shadowTable, tableOid } from './rebuil
 
 /**
  * Starts a rebuild, in the caller's transaction: checks the definition as `create` does, then
- * creates the shadow target (next to the live one, named by a new id), the new change log and
- * the new capture triggers, and records it all; the view is `rebuilding` from here. The
- * triggers come first and commit before the backfill reads anything, so every write from then on
- * is in the new log (DESIGN, Backfill). The live target and its capture are not touched.
+ * creates the shadow target (next to the live one, named by a new id) and the new change log,
+ * and records it all; the view is `rebuilding` from here. The new capture triggers are not
+ * made here: the caller installs them after the commit, one source per transaction
+ * (`installCapture`), and before the backfill reads anything, so every write from then on is
+ * in the new log (DESIGN, Backfill). The live target and its capture are not touched.
  */
 export async function startRebuild(
   trx: Kysely<any>,
@@ -42,7 +43,11 @@ export async function startRebuild(
       `table "${displayName(shadow)}", which matview did not make, has the name the rebuild's new table needs; rename or drop it`,
     )
   }
-  const sources = await createViewObjects(trx, catalog, view, checked, { id, target: shadow })
+  const sources = await createViewObjects(trx, catalog, view, checked, {
+    id,
+    target: shadow,
+    capture: 'later',
+  })
   const record: RebuildRecord = {
     id,
     shadow,
