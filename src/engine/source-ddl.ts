@@ -45,11 +45,7 @@ export async function onSource<T>(
   for (let attempt = 1; ; attempt++) {
     try {
       return await db.transaction().execute(async (trx) => {
-        await sql`
-          SELECT pg_catalog.set_config('lock_timeout',
-            least(${SOURCE_LOCK_TIMEOUT_MS}::int8,
-                  greatest(1, (SELECT setting::int8 / 2 FROM pg_catalog.pg_settings
-                               WHERE name = 'deadlock_timeout')))::text || 'ms', true)`.execute(trx)
+        await setSourceLockTimeout(trx)
         return work(trx)
       })
     } catch (error) {
@@ -65,4 +61,13 @@ export async function onSource<T>(
       await sleep(Math.min(2000, 50 * attempt * attempt))
     }
   }
+}
+
+/** `lock_timeout` for the rest of the transaction: {@link SOURCE_LOCK_TIMEOUT_MS} or less. */
+export async function setSourceLockTimeout(trx: Kysely<any>): Promise<void> {
+  await sql`
+    SELECT pg_catalog.set_config('lock_timeout',
+      least(${SOURCE_LOCK_TIMEOUT_MS}::int8,
+            greatest(1, (SELECT setting::int8 / 2 FROM pg_catalog.pg_settings
+                         WHERE name = 'deadlock_timeout')))::text || 'ms', true)`.execute(trx)
 }

@@ -19,6 +19,7 @@ import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { createView } from '../engine/create-view.js'
 import { recordDdl } from '../engine/ddl-sink.js'
+import { setSourceLockTimeout } from '../engine/source-ddl.js'
 import { CatalogVersionError, UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { selectViews } from './update.js'
@@ -35,7 +36,7 @@ const ROLLBACK = Symbol('rollback')
  * Every statement is run, in dependency order, in one transaction that is then rolled back, so
  * the script is known to work on this database (a view that reads another new view's table
  * too) and nothing is left behind; it holds, briefly, the locks that CREATE TRIGGER takes on
- * the sources. The views' objects are named by their catalog ids: the script sets the next
+ * the sources, waiting at most 400 ms for each. The views' objects are named by their catalog ids: the script sets the next
  * free ids, so it is meant for this database, applied before another view is created. `create`
  * then checks each object against the definition before it backfills.
  */
@@ -49,8 +50,10 @@ export async function printViewSql(
   const out: string[] = []
   try {
     await database.db.transaction().execute(async (trx) => {
-      // Never queue behind a long transaction on a source (writers would queue behind us).
-      await sql`SET LOCAL lock_timeout = '3s'`.execute(trx)
+      // Never queue behind a long transaction on a source (writers would queue behind us),
+      // and give up a wait before an application's deadlock check could pick it as the victim
+      // (this transaction holds the sources it has tried the triggers on until it rolls back).
+      await setSourceLockTimeout(trx)
       const version = await readCatalogVersion(trx, schema)
       if (version > CATALOG_VERSION) throw new CatalogVersionError(schema, version, CATALOG_VERSION)
       const existing = version > 0 ? await readViewRows(trx, schema) : new Map()

@@ -226,6 +226,9 @@ describe.skipIf(!DIALECTS.includes('postgres'))('DDL under concurrent writers on
       await Promise.all(writers)
     }
 
+    console.log(
+      `ddl-concurrency: ${ROUNDS} rounds, ${committed} writer transactions, ${failures.application.length} failed`,
+    )
     expect(committed).toBeGreaterThan(0)
     expect(countEach(failures.application)).toEqual({})
     expect(failures.matview).toEqual([])
