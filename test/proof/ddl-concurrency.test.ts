@@ -1,5 +1,6 @@
 import pg from 'pg'
 import { afterEach, describe, expect, it } from 'vitest'
+import { onSource } from '../../src/engine/source-ddl.js'
 import { type DeclarativeView, defineView, type Kysely, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { available, DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
@@ -234,6 +235,43 @@ describe.skipIf(!DIALECTS.includes('postgres'))('DDL under concurrent writers on
     expect(failures.matview).toEqual([])
     await expectViewsEqualQueries(mv, database.db)
     expect(await leftoverCapture(database.db)).toEqual([])
+  })
+})
+
+describe.skipIf(!DIALECTS.includes('postgres'))('DDL behind a long transaction on postgres', () => {
+  it('matview gives up its wait on a source, the application does not notice, and it succeeds once the source is free', async (context) => {
+    if (!(await available('postgres'))) context.skip()
+    database = await freshDatabase('postgres')
+    await createSchema(database.db)
+    const connectApp = async () => {
+      const client = new pg.Client({ connectionString: database!.url, application_name: 'app' })
+      client.on('error', () => {})
+      await client.connect()
+      clients.push(client)
+      await client.query(`SET lock_timeout = '5s'`)
+      return client
+    }
+    // A long application transaction that has written sales: CREATE TRIGGER cannot have it.
+    const long = await connectApp()
+    await long.query('BEGIN')
+    await long.query('INSERT INTO sales (product_id, qty) VALUES (1, 1)')
+    const trigger = sql`CREATE TRIGGER probe AFTER INSERT ON sales FOR EACH STATEMENT EXECUTE FUNCTION suppress_redundant_updates_trigger()`
+    const attempt = onSource(database.db, 'v', 'public.sales', (trx) => trigger.execute(trx), {
+      attempts: 3,
+    })
+    // Meanwhile another writer writes sales (queued behind matview's request at most one try)
+    // and the long transaction goes on writing both tables.
+    const other = await connectApp()
+    await other.query('INSERT INTO sales (product_id, qty) VALUES (2, 1)')
+    await long.query(`UPDATE products SET category = 'c9' WHERE id = 1`)
+    await long.query('INSERT INTO sales (product_id, qty) VALUES (1, 2)')
+    await expect(attempt).rejects.toThrow(
+      /^view "v": table "public\.sales" stayed locked by other transactions \(3 tries of 400ms\), so its capture triggers could not be changed; nothing waits on matview: run again when the long transaction on it is done$/,
+    )
+    await long.query('COMMIT')
+    await onSource(database.db, 'v', 'public.sales', (trx) => trigger.execute(trx))
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM sales`.execute(database.db)
+    expect(Number(rows[0]!.n)).toBe(303)
   })
 })
 
