@@ -12,6 +12,7 @@ import {
   requireColumns,
   tableLabel,
 } from './inspect-definition.js'
+import { requireTriggerRights } from './install-capture.js'
 import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { postgresError } from './postgres-errors.js'
@@ -46,6 +47,8 @@ export async function createView(
   const ddl = printed?.ddl ?? executeDdl
   const v = ddl.value
   const checked = await checkDefinition(trx, catalog, view)
+  // Printed, the script runs CREATE TRIGGER in its one transaction, which says it.
+  if (!printed) await requireTriggerRights(trx, view.name, 'creating the view', checked.sources)
   const views = sql.id(catalog, 'views')
   const columns = sql.join([
     sql`name`,

@@ -55,7 +55,9 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       ctx.notes.push('definition changed while building: started again')
       runtime = undefined
     }
+    let created = false
     if (!runtime) {
+      created = true
       ctx.logger.debug(`view "${view.name}": creating`)
       await ctx.conn.transaction().execute(async (trx) => {
         await createView(trx, ctx.schema, view).catch((error) => {
@@ -72,14 +74,19 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
     }
     if (runtime.state === 'building' && runtime.definitionHash === hash) {
       // Before the backfill reads a row; a run that stopped half-way installs the rest.
-      await installCapture(
-        ctx.conn,
-        ctx.schema,
-        view,
-        runtime.id,
-        await recordedSources(ctx.conn, ctx.schema, view.name),
-        { shouldStop: ctx.shouldStop },
-      )
+      const sources = await recordedSources(ctx.conn, ctx.schema, view.name)
+      const building = runtime
+      await installCapture(ctx.conn, ctx.schema, view, runtime.id, sources, {
+        shouldStop: ctx.shouldStop,
+      }).catch(async (error) => {
+        // A view this run created keeps nothing of it, as when its one transaction failed.
+        if (!created) throw error
+        await discard(ctx, building)
+        const pgError = postgresError(error)
+        if (!pgError) throw error
+        const message = `creating the view failed: ${pgError.message}${privilegeHint(pgError)}`
+        throw new ViewRunError(view.name, message, { cause: error })
+      })
     }
     if (runtime.state === 'rebuilding' && runtime.definitionHash === hash) {
       // A rebuild for the same definition (an earlier update's choice, or a rebuild after a

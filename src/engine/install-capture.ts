@@ -3,6 +3,7 @@ import { ViewRunError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { type CaptureTarget, createCapture } from './capture-ddl.js'
 import { displayName, type QualifiedTable, viewObjects } from './names.js'
+import { privilegeHint, SQLSTATE } from './postgres-errors.js'
 import { onSource, type SourceDdlOptions } from './source-ddl.js'
 import { isQueryMapping, sourceNames } from './view-sql.js'
 
@@ -62,11 +63,9 @@ export async function installCapture(
       view.name,
       displayName(table),
       async (trx) => {
-        // Looked at again under the lock: another runner may have installed it meanwhile.
-        await sql`LOCK TABLE ${sql.id(table.schema, table.table)} IN SHARE ROW EXCLUSIVE MODE`.execute(
-          trx,
-        )
-        if (await hasCapture(trx, source.oid, objects.trigger(source.position, 'insert'))) return
+        // No LOCK TABLE first: in that mode it needs UPDATE or DELETE on the table, which
+        // matview's role need not have (TRIGGER and SELECT are enough, least-privilege.md).
+        // No other runner installs this id's capture: the caller holds the view's lock.
         await createCapture(
           trx,
           objects,
@@ -106,4 +105,30 @@ export async function recordedSources(
     SELECT position, source_oid::int8::text AS oid FROM ${sql.id(catalog, 'view_sources')}
     WHERE view = ${view} ORDER BY position`.execute(db)
   return rows.map((r) => ({ position: Number(r.position), oid: r.oid }))
+}
+
+/**
+ * Refuses, before anything is made, a source matview's role may not put triggers on: the
+ * capture comes after the view's objects are committed, and a view left half-made by a
+ * `permission denied` on its last source could not even take its first source's triggers off
+ * again (DROP TRIGGER needs the table's owner). Says what PostgreSQL would, with the way out.
+ */
+export async function requireTriggerRights(
+  db: Kysely<any>,
+  view: string,
+  doing: string,
+  sources: readonly { oid: string; table: string }[],
+): Promise<void> {
+  for (const source of sources) {
+    const { rows } = await sql<{ allowed: boolean }>`
+      SELECT pg_catalog.has_table_privilege(${source.oid}::int8::oid, 'TRIGGER') AS allowed`.execute(
+      db,
+    )
+    if (rows[0]?.allowed) continue
+    const hint = privilegeHint({ code: SQLSTATE.insufficientPrivilege, message: '' })
+    throw new ViewRunError(
+      view,
+      `${doing} failed: permission denied for table ${source.table}${hint}`,
+    )
+  }
 }

@@ -18,8 +18,10 @@ import { onSource, type SourceDdlOptions } from './source-ddl.js'
 export async function retireCapture(
   db: Kysely<any>,
   catalog: string,
-  options: SourceDdlOptions = {},
+  given: SourceDdlOptions = {},
 ): Promise<string[]> {
+  // Cleanup that can wait: a source held longer than a few tries is left for the next call.
+  const options = { attempts: RETIRE_ATTEMPTS, ...given }
   const left: string[] = []
   let triggers: RetiredTrigger[]
   try {
@@ -69,6 +71,9 @@ export async function retireCapture(
   }
   return left
 }
+
+/** Tries per source table before its old triggers are left for a later call. */
+const RETIRE_ATTEMPTS = 5
 
 interface RetiredTrigger {
   id: number

@@ -83,11 +83,22 @@ export async function rebuildView(
   }
   await refuseBlockedSwap(conn, catalog, view.name, row.target, liveOid)
 
-  const record = await prepare(view, row, ctx)
+  const { record, fresh } = await prepare(view, row, ctx)
   // Before the fill reads a row (DESIGN, Backfill); a rebuild resumed after it stopped
   // half-way installs the rest. One source per transaction: see install-capture.ts.
   await installCapture(conn, catalog, view, record.id, record.sources, {
     shouldStop: ctx.shouldStop,
+  }).catch(async (error) => {
+    // A rebuild this run started is given up, as when its one transaction failed: the view
+    // keeps serving its table, and is not left `rebuilding`.
+    if (!fresh) throw error
+    await conn.transaction().execute((trx) => abandonRebuild(trx, catalog, view.name))
+    await retire(ctx)
+    const pgError = postgresError(error)
+    if (!pgError) throw error
+    throw new ViewRunError(view.name, `starting the rebuild failed: ${pgError.message}`, {
+      cause: error,
+    })
   })
   const shadow = shadowRuntime(conn, catalog, view, record)
   if (record.checkpoint?.method !== 'done') {
@@ -114,19 +125,22 @@ export async function rebuildView(
   return { rows: Number(rows[0]!.n) }
 }
 
-/** The rebuild to carry on: the one in progress if it is for this definition, else a new one. */
+/**
+ * The rebuild to carry on: the one in progress if it is for this definition, else a new one
+ * (`fresh`).
+ */
 async function prepare(
   view: DeclarativeView,
   row: RebuildRow,
   ctx: RebuildContext,
-): Promise<RebuildRecord> {
+): Promise<{ record: RebuildRecord; fresh: boolean }> {
   const current = row.rebuild
   if (current) {
     const shadowThere = (await tableOid(ctx.conn, current.shadow)) !== undefined
     const sameDefinition = current.hash === definitionHash(ctx.conn, view)
     if (sameDefinition && !current.stale && shadowThere) {
       ctx.notes.push('resumed')
-      return current
+      return { record: current, fresh: false }
     }
     const why =
       current.stale ??
@@ -145,7 +159,7 @@ async function prepare(
     })
   })
   if (current) await retire(ctx)
-  return record
+  return { record, fresh: true }
 }
 
 /** Removes the capture no view uses any more (the replaced or discarded one). */

@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely'
 import { ViewDefinitionError, ViewRunError } from '../../errors/matview-error.js'
 import type { DeclarativeView } from '../../views/declarative.js'
 import { checkDefinition, createViewObjects } from '../create-view.js'
+import { requireTriggerRights } from '../install-capture.js'
 import { displayName, type QualifiedTable } from '../names.js'
 import { viewPartitions } from '../view-sql.js'
 import { type RebuildRecord, saveRebuild, shadowTable, tableOid } from './rebuild-record.js'
@@ -21,6 +22,7 @@ export async function startRebuild(
   target: QualifiedTable,
 ): Promise<RebuildRecord> {
   const checked = await checkDefinition(trx, catalog, view, { existingTarget: target })
+  await requireTriggerRights(trx, view.name, 'starting the rebuild', checked.sources)
   // Creating a view never meets this (its table does not exist yet); its rebuild would swap
   // away the table its own capture is on.
   const liveOid = await tableOid(trx, target)
