@@ -36,6 +36,22 @@ export async function retireCapture(
   }
   const blocked = new Set<number>()
   for (const group of groupByTable(triggers)) {
+    if (!group.owned) {
+      // DROP TRIGGER needs the table's owner, which matview's role need not be
+      // (least-privilege.md): the triggers stay, and their functions, which matview owns,
+      // become no-ops (no table lock), so writes stop appending to an inbox nothing reads.
+      blocked.add(group.id)
+      try {
+        if (await silence(db, catalog, group.triggers)) {
+          left.push(
+            `capture triggers ${group.triggers.map((t) => `"${t}"`).join(', ')} on "${displayName(group.table)}" now do nothing; only the table's owner can drop them`,
+          )
+        }
+      } catch (error) {
+        left.push(`capture triggers on "${displayName(group.table)}": ${errorMessage(error)}`)
+      }
+      continue
+    }
     try {
       await onSource(
         db,
@@ -80,6 +96,8 @@ interface RetiredTrigger {
   name: string
   oid: string
   table: QualifiedTable
+  /** matview's role owns the table (or is a member of its owner): it may drop triggers. */
+  owned: boolean
 }
 
 /** The ids views and rebuilds use now: every other id's objects are retired. */
@@ -96,9 +114,11 @@ async function retiredTriggers(db: Kysely<any>, catalog: string): Promise<Retire
     oid: string
     schema: string
     table: string
+    owned: boolean
   }>`
     SELECT split_part(substr(t.tgname, length(${catalog}) + 2), '_', 1) AS id, t.tgname AS name,
-           c.oid::int8::text AS oid, n.nspname AS schema, c.relname AS table
+           c.oid::int8::text AS oid, n.nspname AS schema, c.relname AS table,
+           pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owned
     FROM pg_catalog.pg_trigger t
     JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
     JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
@@ -114,14 +134,18 @@ async function retiredTriggers(db: Kysely<any>, catalog: string): Promise<Retire
     name: r.name,
     oid: r.oid,
     table: { schema: r.schema, table: r.table },
+    owned: r.owned === true,
   }))
 }
 
 function groupByTable(triggers: RetiredTrigger[]) {
-  const groups = new Map<string, { id: number; table: QualifiedTable; triggers: string[] }>()
+  const groups = new Map<
+    string,
+    { id: number; table: QualifiedTable; owned: boolean; triggers: string[] }
+  >()
   for (const t of triggers) {
     const key = `${t.id}:${t.oid}`
-    const group = groups.get(key) ?? { id: t.id, table: t.table, triggers: [] }
+    const group = groups.get(key) ?? { id: t.id, table: t.table, owned: t.owned, triggers: [] }
     group.triggers.push(t.name)
     groups.set(key, group)
   }
@@ -184,5 +208,34 @@ async function dropObjects(db: Kysely<any>, catalog: string, id: number): Promis
     await sql`DROP TABLE IF EXISTS ${tableRef(objects.log)}, ${tableRef(objects.inbox)}`.execute(
       trx,
     )
+  })
+}
+
+/**
+ * Replaces the capture functions the triggers named run with ones that do nothing; returns
+ * how many it changed (none once they are silent). The truncate triggers run the catalog's
+ * shared marker, which marks only the views that read the table: left as it is.
+ */
+async function silence(db: Kysely<any>, catalog: string, triggers: string[]): Promise<number> {
+  const prefix = `${catalog}_`
+  const body = 'BEGIN RETURN NULL; END'
+  return db.transaction().execute(async (trx) => {
+    let changed = 0
+    for (const trigger of triggers) {
+      const [id, position, event] = trigger.slice(prefix.length).split('_')
+      if (event === 'truncate') continue
+      const name = `capture_${id}_${position}`
+      const { rows } = await sql<{ silent: boolean }>`
+        SELECT p.prosrc = ${body} AS silent FROM pg_catalog.pg_proc p
+        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = ${catalog} AND p.proname = ${name}`.execute(trx)
+      if (rows[0]?.silent !== false) continue
+      await sql`
+        CREATE OR REPLACE FUNCTION ${sql.id(catalog, name)}() RETURNS trigger
+        LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+        AS ${sql.lit(body)}`.execute(trx)
+      changed++
+    }
+    return changed
   })
 }

@@ -1,9 +1,16 @@
+import { randomBytes } from 'node:crypto'
 import pg from 'pg'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { onSource } from '../../src/engine/source-ddl.js'
 import { type DeclarativeView, defineView, type Kysely, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
-import { available, DIALECTS, freshDatabase, type TestDatabase } from '../support/dialects.js'
+import {
+  available,
+  DIALECTS,
+  freshDatabase,
+  POSTGRES_ADMIN_URL,
+  type TestDatabase,
+} from '../support/dialects.js'
 
 // matview's own DDL (create, rebuild, swap, drop: capture triggers on the sources) must never
 // abort or time out an application's transaction (issue 12, point 10). Writers keep writing
@@ -272,6 +279,91 @@ describe.skipIf(!DIALECTS.includes('postgres'))('DDL behind a long transaction o
     await onSource(database.db, 'v', 'public.sales', (trx) => trigger.execute(trx))
     const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM sales`.execute(database.db)
     expect(Number(rows[0]!.n)).toBe(303)
+  })
+})
+
+describe.skipIf(!DIALECTS.includes('postgres'))('DDL under least privilege on postgres', () => {
+  // matview's role holds SELECT and TRIGGER on the application's tables, and does not own
+  // them (docs/least-privilege.md). DROP TRIGGER needs the owner: the old capture of a
+  // rebuilt or dropped view cannot be removed, so it is made to do nothing. Before, the swap
+  // dropped the old triggers itself and every rebuild failed ("must be owner of table").
+  const suffix = randomBytes(4).toString('hex')
+  const role = { app: `ddl_app_${suffix}`, matview: `ddl_mv_${suffix}` }
+  const pools: pg.Pool[] = []
+  const as = (user: string) => {
+    const url = new URL(database!.url!)
+    url.username = user
+    return url.toString()
+  }
+  afterEach(async () => {
+    for (const pool of pools.splice(0)) await pool.end().catch(() => {})
+    if (database) {
+      for (const name of Object.values(role))
+        await sql`DROP OWNED BY ${sql.id(name)} CASCADE`.execute(database.db).catch(() => {})
+    }
+  })
+  afterAll(async () => {
+    const admin = new pg.Client({ connectionString: POSTGRES_ADMIN_URL })
+    await admin.connect()
+    for (const name of Object.values(role)) await admin.query(`DROP ROLE IF EXISTS ${name}`)
+    await admin.end()
+  })
+
+  it('rebuilds and drops a view; the old triggers it may not drop do nothing, writes go on', async (context) => {
+    if (!(await available('postgres'))) context.skip()
+    database = await freshDatabase('postgres')
+    const admin = database.db
+    const dbName = new URL(database.url!).pathname.slice(1)
+    for (const name of Object.values(role))
+      await sql`CREATE ROLE ${sql.id(name)} LOGIN`.execute(admin)
+    await sql`CREATE SCHEMA app AUTHORIZATION ${sql.id(role.app)}`.execute(admin)
+    await sql`GRANT CREATE ON DATABASE ${sql.id(dbName)} TO ${sql.id(role.matview)}`.execute(admin)
+    await sql`CREATE SCHEMA reporting AUTHORIZATION ${sql.id(role.matview)}`.execute(admin)
+    const app = new pg.Pool({ connectionString: as(role.app), max: 1 })
+    pools.push(app)
+    await app.query('SET search_path = app')
+    await app.query(`
+      CREATE TABLE app.products (id int PRIMARY KEY, category text NOT NULL);
+      CREATE TABLE app.sales (id serial PRIMARY KEY, product_id int NOT NULL
+        REFERENCES app.products (id) ON DELETE CASCADE, qty int NOT NULL);
+      INSERT INTO app.products SELECT i, 'c' || (i % 5) FROM generate_series(1, 20) AS i;
+      INSERT INTO app.sales (product_id, qty) SELECT 1 + i % 20, i FROM generate_series(1, 100) AS i;
+      GRANT USAGE ON SCHEMA app TO ${role.matview};
+      GRANT SELECT, TRIGGER ON app.products, app.sales TO ${role.matview};`)
+    const query = sql`
+      SELECT p.id AS product_id, count(s.id) AS sales FROM app.products p
+      LEFT JOIN app.sales s ON s.product_id = p.id GROUP BY p.id`
+    const view = defineView({
+      name: 'reporting.product_sales',
+      key: ['product_id'],
+      query,
+      sources: { 'app.products': { product_id: 'id' }, 'app.sales': { product_id: 'product_id' } },
+    })
+    mv = await Matview.open({ database: as(role.matview), views: [view] })
+    const outcomes = (results: { outcome: string; error?: string }[]) =>
+      results.map((r) => [r.outcome, r.error])
+    expect(outcomes((await mv.update()).views)).toEqual([['done', undefined]])
+    const oldId = (await sql<{ id: number }>`SELECT id FROM matview.views`.execute(admin)).rows[0]!
+      .id
+
+    expect(outcomes((await mv.rebuild(['reporting.product_sales'])).views)).toEqual([
+      ['done', undefined],
+    ])
+    const oldInbox = sql.id('matview', `inbox_${oldId}`)
+    const before = await sql<{ n: string }>`SELECT count(*) AS n FROM ${oldInbox}`.execute(admin)
+    await app.query(`INSERT INTO app.sales (product_id, qty) VALUES (3, 1)`)
+    await app.query(`DELETE FROM app.products WHERE id = 4`)
+    const after = await sql<{ n: string }>`SELECT count(*) AS n FROM ${oldInbox}`.execute(admin)
+    // The old triggers stay (only the owner may drop them) and append nothing.
+    expect(after.rows[0]!.n).toBe(before.rows[0]!.n)
+    expect(outcomes((await mv.update()).views)).toEqual([['done', undefined]])
+    expect(
+      await queryDifferences(admin, 'reporting.product_sales', query, ['product_id', 'sales']),
+    ).toEqual({ extra: [], missing: [] })
+
+    await mv.drop(['reporting.product_sales'])
+    await app.query(`INSERT INTO app.sales (product_id, qty) VALUES (5, 1)`)
+    await app.query(`UPDATE app.products SET category = 'x' WHERE id = 5`)
   })
 })
 
