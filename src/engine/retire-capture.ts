@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { errorMessage } from '../errors/matview-error.js'
+import { SILENT_CAPTURE_BODY } from './capture-ddl.js'
 import { displayName, type QualifiedTable, tableRef, viewObjects } from './names.js'
 import { onSource, type SourceDdlOptions } from './source-ddl.js'
 
@@ -218,7 +219,7 @@ async function dropObjects(db: Kysely<any>, catalog: string, id: number): Promis
  */
 async function silence(db: Kysely<any>, catalog: string, triggers: string[]): Promise<number> {
   const prefix = `${catalog}_`
-  const body = 'BEGIN RETURN NULL; END'
+  const body = SILENT_CAPTURE_BODY
   return db.transaction().execute(async (trx) => {
     let changed = 0
     for (const trigger of triggers) {

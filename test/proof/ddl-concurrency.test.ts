@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { addNotifyToCaptures } from '../../src/engine/capture-ddl.js'
 import { onSource } from '../../src/engine/source-ddl.js'
 import { type DeclarativeView, defineView, type Kysely, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
@@ -356,6 +357,8 @@ describe.skipIf(!DIALECTS.includes('postgres'))('DDL under least privilege on po
     const after = await sql<{ n: string }>`SELECT count(*) AS n FROM ${oldInbox}`.execute(admin)
     // The old triggers stay (only the owner may drop them) and append nothing.
     expect(after.rows[0]!.n).toBe(before.rows[0]!.n)
+    // A worker starting gives old capture functions the notify: not these, which stay silent.
+    expect(await addNotifyToCaptures(admin, 'matview')).toBe(0)
     expect(outcomes((await mv.update()).views)).toEqual([['done', undefined]])
     expect(
       await queryDifferences(admin, 'reporting.product_sales', query, ['product_id', 'sales']),
