@@ -54,7 +54,7 @@ export async function backfill(
   const store = ctx.checkpoint ?? viewCheckpoint(view)
   let checkpoint = view.backfillCheckpoint
   if (!checkpoint) {
-    checkpoint = await planBackfill(ctx.conn, sources)
+    checkpoint = await planBackfill(ctx.conn, view, sources)
     await store.save(ctx.conn, checkpoint)
   }
   const stop =
@@ -153,6 +153,7 @@ function viewCheckpoint(view: ViewRuntime): CheckpointStore {
 /** Splits the first key column's values into steps of about {@link ROWS_PER_STEP} source rows. */
 async function planBackfill(
   db: Kysely<any>,
+  view: ViewRuntime,
   sources: { oid: string; column: string }[],
 ): Promise<BackfillCheckpoint> {
   let best: (SourceSize & { column: string }) | undefined
@@ -177,9 +178,33 @@ async function planBackfill(
     SELECT (percentile_disc(${fractions}::float8[]) WITHIN GROUP (ORDER BY ${column}))::text[] AS bounds
     FROM ${tableRef(best)} AS s TABLESAMPLE SYSTEM (${percent}::float4)
     WHERE ${column} IS NOT NULL`.execute(db)
-  // Equal bounds (a skewed column) would make empty ranges.
-  const bounds = [...new Set(parseTextArray(rows[0]?.bounds))]
+  const bounds = await inKeyOrder(db, view, parseTextArray(rows[0]?.bounds))
   return { method: 'ranges', bounds, done: 0 }
+}
+
+/**
+ * The bounds, sampled in the source column's order, put in the order the ranges compare them
+ * in: the first key column's, with its type and collation (an int column feeding a text key
+ * sorts 9000 before 18000, the key '18000' before '9000'; unsorted, ranges overlap and a key
+ * is inserted twice). The text of each bound becomes a value of the target's key column
+ * through the target's row type; equal bounds (a skewed column) are kept once, as they would
+ * make empty ranges. A bound the key's type cannot read leaves one range: slower, never wrong.
+ */
+async function inKeyOrder(db: Kysely<any>, view: ViewRuntime, bounds: string[]) {
+  if (bounds.length === 0) return []
+  const first = sql.id(view.key[0]!)
+  try {
+    const { rows } = await sql<{ bounds: unknown }>`
+      SELECT array_agg(v::text ORDER BY v) AS bounds FROM (
+        SELECT DISTINCT (pg_catalog.jsonb_populate_record(NULL::${tableRef(view.target)},
+                           pg_catalog.jsonb_build_object(${view.key[0]!}::text, b))).${first} AS v
+        FROM unnest(${bounds}::text[]) AS b
+      ) AS typed`.execute(db)
+    return parseTextArray(rows[0]?.bounds)
+  } catch (error) {
+    if (!postgresError(error)) throw error
+    return []
+  }
 }
 
 interface SourceSize {

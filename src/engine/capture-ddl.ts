@@ -306,6 +306,12 @@ export function notifyStatement(catalog: string, id: number): RawBuilder<unknown
 }
 
 /**
+ * The body of a retired capture function whose triggers matview may not drop (it does not own
+ * the table): it does nothing (see retire-capture.ts), and gets no notify.
+ */
+export const SILENT_CAPTURE_BODY = 'BEGIN RETURN NULL; END'
+
+/**
  * Adds the notify to capture functions created before it existed (matview 0.1), so views
  * created then wake the worker too. Rewrites only functions that lack it; each is replaced
  * in one transaction, under a lock, so two workers starting at once do not collide.
@@ -320,7 +326,7 @@ export async function addNotifyToCaptures(db: Kysely<any>, catalog: string): Pro
       SELECT p.proname AS name, p.prosrc AS body, p.prosecdef AS definer
       FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
       WHERE n.nspname = ${catalog} AND p.proname ~ '^capture_[0-9]+_[0-9]+$'
-        AND p.prosrc NOT LIKE '%pg_notify%'`.execute(trx)
+        AND p.prosrc NOT LIKE '%pg_notify%' AND p.prosrc <> ${SILENT_CAPTURE_BODY}`.execute(trx)
     for (const row of rows) {
       const id = Number(row.name.split('_')[1])
       const end = /RETURN NULL;\s*END\s*$/

@@ -12,6 +12,7 @@ import {
   requireColumns,
   tableLabel,
 } from './inspect-definition.js'
+import { requireTriggerRights } from './install-capture.js'
 import { unsafeKeyConversion } from './key-conversion.js'
 import { nullKeyError } from './key-error.js'
 import { columnList, parseTableName, type QualifiedTable, tableRef, viewObjects } from './names.js'
@@ -29,10 +30,11 @@ export const PRINTED_STATE_REASON =
 
 /**
  * Creates everything a declarative view needs, in the caller's transaction: catalog row, target
- * (columns and types from the query, primary key on the key, declared indexes), change log,
- * staging tables and capture triggers. Every check runs before the first object exists, and a
- * failure rolls the whole transaction back: nothing is left half-created. The target starts
- * empty in state `building`; the backfill fills it.
+ * (columns and types from the query, primary key on the key, declared indexes), change log and
+ * staging tables. Every check runs before the first object exists, and a failure rolls the
+ * whole transaction back: nothing is left half-created. The target starts empty in state
+ * `building`; the caller then installs the capture (`installCapture`, one source per
+ * transaction) and the backfill fills it.
  *
  * `printed` makes the statements for `matview sql`: the id is the one given (a placeholder the
  * script replaces with the next id of the database it is applied to), sources are found by name
@@ -47,6 +49,8 @@ export async function createView(
   const ddl = printed?.ddl ?? executeDdl
   const v = ddl.value
   const checked = await checkDefinition(trx, catalog, view)
+  // Printed, the script runs CREATE TRIGGER in its one transaction, which says it.
+  if (!printed) await requireTriggerRights(trx, view.name, 'creating the view', checked.sources)
   const views = sql.id(catalog, 'views')
   const columns = sql.join([
     sql`name`,
@@ -87,12 +91,14 @@ VALUES (${v(id)}, ${values})`,
       INSERT INTO ${views} (${columns}) VALUES (${values}) RETURNING id`.execute(trx)
     id = Number(rows[0]!.id)
   }
+  // Executed, the capture triggers come after this transaction, a source at a time
+  // (install-capture.ts); printed, the script holds everything.
   const sources = await createViewObjects(
     trx,
     catalog,
     view,
     checked,
-    { id, target: checked.target },
+    { id, target: checked.target, capture: printed ? 'now' : 'later' },
     ddl,
   )
   for (const source of sources) {
@@ -315,13 +321,17 @@ async function requireCapturableParents(
  * (empty), its primary key and indexes, and the change log, staging tables and capture triggers
  * named by `at.id`. Returns the sources for the caller to record. A rebuild calls it with a
  * shadow table and a new id, so the live view's objects are never touched.
+ *
+ * `capture: 'later'` leaves out the capture functions and triggers: the caller commits, then
+ * installs them one source per transaction (`installCapture`), so this transaction locks no
+ * source in a mode that writers wait for, and never holds one source while it waits for another.
  */
 export async function createViewObjects(
   trx: Kysely<any>,
   catalog: string,
   view: DeclarativeView,
   checked: CheckedDefinition,
-  at: { id: number; target: QualifiedTable },
+  at: { id: number; target: QualifiedTable; capture: 'now' | 'later' },
   ddl: DdlSink = executeDdl,
 ): Promise<SourceRecord[]> {
   const fail = (message: string): never => {
@@ -393,16 +403,14 @@ export async function createViewObjects(
         mapped.columns,
         (c) => `the mapping of source "${name}" does not return key column "${c}"`,
       )
-      const captured = await createCapture(
-        trx,
-        objects,
-        catalog,
-        position,
-        source,
-        { kind: 'query', stage },
-        ddl,
-      )
-      records.push({ ...record, descendants: captured.descendants, mappedColumns: null })
+      if (at.capture === 'now') {
+        await createCapture(trx, objects, catalog, position, source, { kind: 'query', stage }, ddl)
+      }
+      records.push({
+        ...record,
+        descendants: await descendantOids(trx, source.oid),
+        mappedColumns: null,
+      })
     } else {
       const mapped = view.key.map((k) => mapping[k]!)
       // Plans an INSERT of the source's columns as keys once (into the log, whose columns have
@@ -416,20 +424,22 @@ export async function createViewObjects(
             `source "${name}" cannot feed the key from ${mapped.map((c) => `"${c}"`).join(', ')}: ${pgError.message}`,
           )
         })
-      const captured = await createCapture(
-        trx,
-        objects,
-        catalog,
-        position,
-        source,
-        { kind: 'columns', log: objects.inbox, keyColumns: view.key, sourceColumns: mapped },
-        ddl,
-      )
+      if (at.capture === 'now') {
+        await createCapture(
+          trx,
+          objects,
+          catalog,
+          position,
+          source,
+          { kind: 'columns', log: objects.inbox, keyColumns: view.key, sourceColumns: mapped },
+          ddl,
+        )
+      }
       // What the capture reads by name: the schema watch stops it when one is renamed,
       // dropped or retyped, before the application's writes would fail on it.
       const columns = checked.sourceColumns.get(source.oid) ?? []
       const mappedColumns = mapped.map((name) => columns.find((c) => c.name === name)!)
-      records.push({ ...record, descendants: captured.descendants, mappedColumns })
+      records.push({ ...record, descendants: await descendantOids(trx, source.oid), mappedColumns })
     }
   }
   return records
@@ -636,4 +646,13 @@ async function requireUsableKey(
   if (!row) return
   const nullColumn = view.key.find((_, i) => row[`null_${i}`] === true)!
   throw nullKeyError(view, nullColumn)
+}
+
+/**
+ * The partitions and inheritance children of a source, as the catalog records them: the capture
+ * goes on each (installed now or by `installCapture`), and the schema watch compares them with
+ * the tree as it is at each run.
+ */
+async function descendantOids(trx: Kysely<any>, oid: string): Promise<string[]> {
+  return (await sourceTree(trx, oid)).descendants.map((t) => t.oid)
 }

@@ -9,6 +9,7 @@ import { burstInInbox, chooseRebuild } from './choose-strategy.js'
 import { createView, PRINTED_STATE_REASON } from './create-view.js'
 import { discardUnfinishedView } from './drop-view.js'
 import { fillTable } from './fill-table.js'
+import { installCapture, recordedSources } from './install-capture.js'
 import { KeyError } from './key-error.js'
 import { describeKey, keyColumns } from './key-sql.js'
 import { partitionLockKey, tableRef } from './names.js'
@@ -19,6 +20,7 @@ import {
   REBUILD_SWAP_ATTEMPTS,
   rebuildView,
 } from './rebuild/rebuild-view.js'
+import { retireCapture } from './retire-capture.js'
 import { checkSources } from './schema-check.js'
 import { applyIsolating } from './set-aside.js'
 import { loadViewRuntime, partitionRuntime, type ViewRuntime } from './view-runtime.js'
@@ -58,7 +60,9 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       ctx.notes.push('definition changed while building: started again')
       runtime = undefined
     }
+    let created = false
     if (!runtime) {
+      created = true
       ctx.logger.debug(`view "${view.name}": creating`)
       await ctx.conn.transaction().execute(async (trx) => {
         await createView(trx, ctx.schema, view).catch((error) => {
@@ -72,6 +76,22 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       })
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
       ctx.notes.push('created')
+    }
+    if (runtime.state === 'building' && runtime.definitionHash === hash) {
+      // Before the backfill reads a row; a run that stopped half-way installs the rest.
+      const sources = await recordedSources(ctx.conn, ctx.schema, view.name)
+      const building = runtime
+      await installCapture(ctx.conn, ctx.schema, view, runtime.id, sources, {
+        shouldStop: ctx.shouldStop,
+      }).catch(async (error) => {
+        // A view this run created keeps nothing of it, as when its one transaction failed.
+        if (!created) throw error
+        await discard(ctx, building)
+        const pgError = postgresError(error)
+        if (!pgError) throw error
+        const message = `creating the view failed: ${pgError.message}${privilegeHint(pgError)}`
+        throw new ViewRunError(view.name, message, { cause: error })
+      })
     }
     if (runtime.state === 'rebuilding' && runtime.definitionHash === hash) {
       // A rebuild for the same definition (an earlier update's choice, or a rebuild after a
@@ -130,6 +150,13 @@ async function checkSchema(
 
 async function discard(ctx: RunContext, runtime: ViewRuntime): Promise<void> {
   await ctx.conn.transaction().execute((trx) => discardUnfinishedView(trx, ctx.schema, runtime))
+  await retireInRun(ctx)
+}
+
+/** Removes capture no view uses any more; what a long transaction kept is left for later. */
+async function retireInRun(ctx: RunContext): Promise<void> {
+  for (const left of await retireCapture(ctx.conn, ctx.schema, { shouldStop: ctx.shouldStop }))
+    ctx.logger.info(`left for a later run: ${left}`)
 }
 
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */

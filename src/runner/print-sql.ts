@@ -20,6 +20,7 @@ import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { createView } from '../engine/create-view.js'
 import { recordDdl } from '../engine/ddl-sink.js'
+import { setSourceLockTimeout } from '../engine/source-ddl.js'
 import { isQueryMapping } from '../engine/view-sql.js'
 import { CatalogVersionError, UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
@@ -47,7 +48,7 @@ const FIRST_PLACEHOLDER = 1_999_999_999
  * (a view already in that catalog is skipped). Every statement is first run here, in dependency
  * order, in one transaction that is then rolled back, so it is known to work (a view that reads
  * another new view's table too); it holds, briefly, the locks CREATE TRIGGER takes on the
- * sources. `create` then checks each object against the definition before it backfills.
+ * sources, waiting at most 400 ms for each. `create` then checks each object against the definition before it backfills.
  */
 export async function printViewSql(
   database: Database,
@@ -59,8 +60,10 @@ export async function printViewSql(
   const out: string[] = []
   try {
     await database.db.transaction().execute(async (trx) => {
-      // Never queue behind a long transaction on a source (writers would queue behind us).
-      await sql`SET LOCAL lock_timeout = '3s'`.execute(trx)
+      // Never queue behind a long transaction on a source (writers would queue behind us),
+      // and give up a wait before an application's deadlock check could pick it as the victim
+      // (this transaction holds the sources it has tried the triggers on until it rolls back).
+      await setSourceLockTimeout(trx)
       const version = await readCatalogVersion(trx, schema)
       if (version > CATALOG_VERSION) throw new CatalogVersionError(schema, version, CATALOG_VERSION)
       const existing = version > 0 ? await readViewRows(trx, schema) : new Map()

@@ -3,6 +3,7 @@ import { registerView } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import type { Strategy } from '../engine/choose-strategy.js'
+import { retireCapture } from '../engine/retire-capture.js'
 import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
 import { Budget } from './budget.js'
@@ -119,6 +120,12 @@ export async function runUpdate(
       results.push(result)
       logResult(logger, result)
       options.onProgress?.({ type: 'end', view: view.name, result })
+    }
+    // Capture a drop, swap or discard could not remove yet (a source held by a long
+    // transaction, or a process that died between the two steps).
+    if (!options.dryRun && results.some((r) => r.kind === 'declarative')) {
+      for (const left of await retireCapture(database.db, config.schema))
+        logger.info(`left for a later run: ${left}`)
     }
   } finally {
     budget.dispose()

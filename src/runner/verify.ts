@@ -116,10 +116,16 @@ async function verifyOne(
   const early = budget.stopReason()
   if (early) return result(stopOutcome(early), { reason: `${early}, not started` })
   try {
-    const runtime = await loadViewRuntime(database.db, config.schema, view)
-    const why = runtime ? notReady(database.db, view, runtime) : 'not created yet'
-    if (why || !runtime) return result('not verified', { reason: why })
+    const load = async (db: Kysely<any>) => {
+      const runtime = await loadViewRuntime(db, config.schema, view)
+      const why = runtime ? notReady(db, view, runtime) : 'not created yet'
+      return why || !runtime ? { why } : { runtime }
+    }
     const compare = async (db: Kysely<any>) => {
+      // Read on the connection that compares (under the view's lock, for a repair): a swap
+      // that came before the lock changed the view's id, log and columns.
+      const { runtime, why } = await load(db)
+      if (!runtime) return result('not verified', { reason: why })
       const found = await compareView(db, runtime, {
         sample: options.sample ?? DEFAULT_SAMPLE,
         repair: options.repair === true,
@@ -139,6 +145,9 @@ async function verifyOne(
     // which only its lock holder may do (DESIGN, one writer per view).
     // With a shutdown signal each query lets the event loop turn: a signal stops PGlite's ranges too.
     if (!options.repair) return await compare(budget.watch(database.db))
+    // Refused before the lock when it is not ready, as without --repair.
+    const before = await load(database.db)
+    if (!before.runtime) return result('not verified', { reason: before.why })
     const key = { schema: config.schema, name: view.name }
     return await database.db.connection().execute(async (held) => {
       const conn = budget.watch(held)

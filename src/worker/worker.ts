@@ -12,6 +12,7 @@ import type { Database } from '../dialects/connect.js'
 import type { Listener } from '../dialects/listen.js'
 import { addNotifyToCaptures, NOTIFY_WINDOW_MS, notifyChannel } from '../engine/capture-ddl.js'
 import { hasPending } from '../engine/has-pending.js'
+import { retireCapture } from '../engine/retire-capture.js'
 import { errorMessage } from '../errors/matview-error.js'
 import { formatDuration, formatRows } from '../runner/format-counts.js'
 import { type Logger, silentLogger } from '../runner/logger.js'
@@ -132,6 +133,8 @@ export async function runWorker(
   // Views created before notifications existed get them now.
   const upgraded = await addNotifyToCaptures(db, schema)
   if (upgraded > 0) logger.info(`added change notifications to ${upgraded} capture functions`)
+  // Capture a drop, swap or discard left behind (a source held then, a process that died).
+  for (const left of await retireCapture(db, schema)) logger.info(`left for a later run: ${left}`)
 
   const names = new Map<string, string>()
   let loading: Promise<void> | undefined

@@ -1,6 +1,9 @@
 import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
+import { resolveConfig } from '../../src/config/resolve-config.js'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
+import { connect, type Database } from '../../src/dialects/connect.js'
+import { dropView } from '../../src/engine/drop-view.js'
 import { defineView, Matview } from '../../src/index.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
@@ -71,5 +74,48 @@ describe.each(DIALECTS)('matview drop on %s', (dialect) => {
     expect(again!.outcome).toBe('failed')
     expect(again!.error).toMatch(/already exists and matview did not create it/)
     await mv.close()
+  })
+})
+
+// A swap between the moment drop is asked and the moment it holds the view's lock: the drop
+// must remove the objects of the view as it is then (the rebuild's id), not the ones the swap
+// replaced. The swap is made to land there by running a rebuild when drop asks for the lock.
+// PostgreSQL only: on PGlite the rebuild would need a second connection while drop holds one.
+describe.skipIf(!DIALECTS.includes('postgres'))('matview drop after a swap on postgres', () => {
+  const database = useTestDatabase('postgres', {
+    setup: async ({ db }) => {
+      await createDemoSchema(db, { customers: 50, orders: 500 })
+    },
+  })
+
+  it('drops the capture of the table a rebuild swapped in just before its lock', async () => {
+    const mv = await Matview.open({ database: database.url!, views: [customerTotals] })
+    await mv.update()
+    const config = resolveConfig({ views: [customerTotals] }, { env: {} })
+    const own = await connect(database.url!)
+    const swapFirst: Database = {
+      ...own,
+      adapter: {
+        ...own.adapter,
+        tryLock: async (conn, key) => {
+          expect((await mv.rebuild(['customer_totals'])).views[0]!.outcome).toBe('done')
+          return own.adapter.tryLock(conn, key)
+        },
+      },
+    }
+    try {
+      await dropView(swapFirst, config, 'customer_totals')
+    } finally {
+      await own.close()
+      await mv.close()
+    }
+    const { rows } = await sql<{ name: string }>`
+      SELECT tgname AS name FROM pg_trigger WHERE NOT tgisinternal
+      UNION ALL
+      SELECT relname FROM pg_class WHERE relnamespace = 'matview'::regnamespace
+        AND relname ~ '^(log|inbox|stage)_'`.execute(database.db)
+    // Before the fix the rebuild's triggers stayed on orders and customers, writing to an
+    // inbox nothing reads, for as long as the tables lived.
+    expect(rows.map((r) => r.name)).toEqual([])
   })
 })

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest'
+import { resolveConfig } from '../../src/config/resolve-config.js'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
+import { connect, type Database } from '../../src/dialects/connect.js'
 import { defineHandwrittenView, defineView, Matview, sql } from '../../src/index.js'
+import { runVerify } from '../../src/runner/verify.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
@@ -184,3 +187,56 @@ describe.each(DIALECTS)('matview verify on %s', (dialect) => {
     await expect(mv.verify(['nope'])).rejects.toThrow(/unknown view "nope"/)
   })
 })
+
+// A swap between the moment `verify --repair` reads the view and the moment it holds the
+// view's lock: the repair must work on the view as it is then (the rebuild's id and log), not
+// the one the swap replaced. The swap is made to land there by running a rebuild when verify
+// asks for the lock. PostgreSQL only: on PGlite the rebuild would need a second connection
+// while verify holds one.
+describe.skipIf(!DIALECTS.includes('postgres'))(
+  'matview verify --repair after a swap on postgres',
+  () => {
+    const database = useTestDatabase('postgres', {
+      setup: async ({ db }) => {
+        await createDemoSchema(db, { customers: 50, orders: 500 })
+      },
+    })
+
+    it('repairs the table a rebuild swapped in just before its lock', async () => {
+      const mv = await Matview.open({ database: database.url!, views: [customerTotals] })
+      await mv.update()
+      const config = resolveConfig({ views: [customerTotals] }, { env: {} })
+      const own = await connect(database.url!)
+      const swapFirst: Database = {
+        ...own,
+        adapter: {
+          ...own.adapter,
+          tryLock: async (conn, key) => {
+            expect((await mv.rebuild(['customer_totals'])).views[0]!.outcome).toBe('done')
+            // Drift behind matview's back, in the table the swap put in.
+            await sql`UPDATE customer_totals SET total_cents = total_cents + 1 WHERE customer_id = 20`.execute(
+              own.db,
+            )
+            return own.adapter.tryLock(conn, key)
+          },
+        },
+      }
+      try {
+        const [result] = (await runVerify(swapFirst, config, ['customer_totals'], { repair: true }))
+          .views
+        expect([result!.outcome, result!.error]).toEqual(['repaired', undefined])
+      } finally {
+        await own.close()
+        await mv.close()
+      }
+      expect(
+        await queryDifferences(database.db, 'customer_totals', customerTotalsQuery, [
+          'customer_id',
+          'region',
+          'order_count',
+          'total_cents',
+        ]),
+      ).toEqual({ extra: [], missing: [] })
+    })
+  },
+)

@@ -8,9 +8,11 @@ import type { DeclarativeView } from '../../views/declarative.js'
 import type { ViewDefinition } from '../../views/view-definition.js'
 import { type BatchCounts, batchError } from '../apply-batch.js'
 import { fillTable } from '../fill-table.js'
+import { installCapture } from '../install-capture.js'
 import { KeyError } from '../key-error.js'
 import { displayName, tableRef } from '../names.js'
 import { postgresError } from '../postgres-errors.js'
+import { retireCapture } from '../retire-capture.js'
 import type { ViewRuntime } from '../view-runtime.js'
 import { definitionHash } from '../view-sql.js'
 import { catchUp } from './catch-up.js'
@@ -81,7 +83,23 @@ export async function rebuildView(
   }
   await refuseBlockedSwap(conn, catalog, view.name, row.target, liveOid)
 
-  const record = await prepare(view, row, ctx)
+  const { record, fresh } = await prepare(view, row, ctx)
+  // Before the fill reads a row (DESIGN, Backfill); a rebuild resumed after it stopped
+  // half-way installs the rest. One source per transaction: see install-capture.ts.
+  await installCapture(conn, catalog, view, record.id, record.sources, {
+    shouldStop: ctx.shouldStop,
+  }).catch(async (error) => {
+    // A rebuild this run started is given up, as when its one transaction failed: the view
+    // keeps serving its table, and is not left `rebuilding`.
+    if (!fresh) throw error
+    await conn.transaction().execute((trx) => abandonRebuild(trx, catalog, view.name))
+    await retire(ctx)
+    const pgError = postgresError(error)
+    if (!pgError) throw error
+    throw new ViewRunError(view.name, `starting the rebuild failed: ${pgError.message}`, {
+      cause: error,
+    })
+  })
   const shadow = shadowRuntime(conn, catalog, view, record)
   if (record.checkpoint?.method !== 'done') {
     const stop = await fill(view, shadow, ctx)
@@ -101,32 +119,36 @@ export async function rebuildView(
   })
   if (stop) return { stop }
   ctx.notes.push(...(await swap(shadow, ctx, onBatch)), 'rebuilt')
+  await retire(ctx)
   const { rows } = await sql<{ n: string }>`
     SELECT count(*) AS n FROM ${tableRef(row.target)}`.execute(conn)
   return { rows: Number(rows[0]!.n) }
 }
 
-/** The rebuild to carry on: the one in progress if it is for this definition, else a new one. */
+/**
+ * The rebuild to carry on: the one in progress if it is for this definition, else a new one
+ * (`fresh`).
+ */
 async function prepare(
   view: DeclarativeView,
   row: RebuildRow,
   ctx: RebuildContext,
-): Promise<RebuildRecord> {
+): Promise<{ record: RebuildRecord; fresh: boolean }> {
   const current = row.rebuild
   if (current) {
     const shadowThere = (await tableOid(ctx.conn, current.shadow)) !== undefined
     const sameDefinition = current.hash === definitionHash(ctx.conn, view)
     if (sameDefinition && !current.stale && shadowThere) {
       ctx.notes.push('resumed')
-      return current
+      return { record: current, fresh: false }
     }
     const why =
       current.stale ??
       (sameDefinition ? 'its new table was gone' : 'the definition changed since it started')
     ctx.notes.push(`started over: ${why}`)
   }
-  ctx.logger.debug(`view "${view.name}": creating the new table, log and capture`)
-  return ctx.conn.transaction().execute(async (trx) => {
+  ctx.logger.debug(`view "${view.name}": creating the new table and log`)
+  const record = await ctx.conn.transaction().execute(async (trx) => {
     if (current) await discardRebuild(trx, ctx.catalog, view.name)
     return startRebuild(trx, ctx.catalog, view, row.target!).catch((error) => {
       const pgError = postgresError(error)
@@ -136,6 +158,14 @@ async function prepare(
       })
     })
   })
+  if (current) await retire(ctx)
+  return { record, fresh: true }
+}
+
+/** Removes the capture no view uses any more (the replaced or discarded one). */
+async function retire(ctx: RebuildContext): Promise<void> {
+  for (const left of await retireCapture(ctx.conn, ctx.catalog, { shouldStop: ctx.shouldStop }))
+    ctx.logger.info(`left for a later run: ${left}`)
 }
 
 async function fill(
@@ -151,6 +181,7 @@ async function fill(
     // view keeps serving what it had (DESIGN, invariant 4).
     if (error instanceof KeyError) {
       await ctx.conn.transaction().execute((trx) => abandonRebuild(trx, ctx.catalog, view.name))
+      await retire(ctx)
       throw new KeyError(
         view.name,
         `${error.detail}; the rebuild was given up and the view keeps its rows from before`,

@@ -6,7 +6,6 @@ import { markOwnDdl } from '../capture-ddl.js'
 import { tableRef } from '../names.js'
 import type { ViewRuntime } from '../view-runtime.js'
 import { catchUp } from './catch-up.js'
-import { dropCapture } from './discard-rebuild.js'
 import { keepDifferences, readersOf, reattachReaders } from './readers.js'
 import { clearRebuild, readRebuildRow, tableOid } from './rebuild-record.js'
 import { refuseBlockedSwap } from './swap-blockers.js'
@@ -23,11 +22,12 @@ export interface SwapOptions {
 
 /**
  * Swaps the filled shadow in, in one transaction: applies what the new log still holds, drops
- * the old capture and the old table, renames the shadow to the target's name with the old
- * table's index names, owner, grants and comments, re-attaches the views that read it, and
- * records the new definition as the view's. Readers see the old table until the commit and the
- * new one after it, never an empty or partial one; the locks that block them (the target's, and
- * the sources' while their old triggers go) are taken last, under `lock_timeout`.
+ * the old table, renames the shadow to the target's name with the old table's index names,
+ * owner, grants and comments, re-attaches the views that read it, and records the new
+ * definition as the view's. Readers see the old table until the commit and the new one after
+ * it, never an empty or partial one; the lock that blocks them (the target's) is taken last,
+ * under `lock_timeout`. The old capture is not touched: the caller retires it after the commit,
+ * a source at a time (`retireCapture`), so the swap locks no source in a mode writers wait for.
  */
 export async function swapIn(
   conn: Kysely<any>,
@@ -70,11 +70,9 @@ export async function swapIn(
       await keepDifferences(trx, live, shadow.target, row.columns, record.columns)
     }
 
-    // Locks readers and writers wait for, from here to the commit.
-    const { rows: oldSources } = await sql<{ position: number; oid: string }>`
-      SELECT position, source_oid::int8::text AS oid FROM ${sql.id(catalog, 'view_sources')}
-      WHERE view = ${name}`.execute(trx)
-    await dropCapture(trx, catalog, row.id, oldSources)
+    // The one lock readers wait for, from here to the commit. No source is locked in a mode
+    // writers wait for: the old capture stays until after the commit (retireCapture), and its
+    // triggers append to the old inbox meanwhile, which nothing reads.
     await sql`LOCK TABLE ${tableRef(live)} IN ACCESS EXCLUSIVE MODE`.execute(trx)
     await sql`DROP TABLE ${tableRef(live)}`.execute(trx)
     await sql`ALTER TABLE ${tableRef(shadow.target)} RENAME TO ${sql.id(live.table)}`.execute(trx)
