@@ -13,6 +13,11 @@ import type { ViewRuntime } from './view-runtime.js'
  * those keys aside in the catalog (`set_aside`) so the rest of the view proceeds. `status`
  * shows them; `matview retry NAME` puts them back in the change log. A new write to such a key
  * logs it again, so a fixed row is retried on its own.
+ *
+ * A key is set aside only when its failure is a data error (see isDataError) *and* some other
+ * key of the batch was applied: a failure of every half says nothing about the keys (a lock
+ * held on the target, a column dropped from a source fail each key the same way), so then the
+ * first error is thrown, nothing is set aside, and the keys stay in the log.
  */
 export async function applyIsolating(
   db: Kysely<any>,
@@ -22,9 +27,12 @@ export async function applyIsolating(
   onSetAside: (key: string[], error: string) => void,
 ): Promise<BatchCounts> {
   const total: BatchCounts = { inserted: 0, updated: 0, deleted: 0, cleared: 0 }
+  const failed: { key: string[]; error: unknown }[] = []
+  let applied = 0
   const apply = async (part: string[][]): Promise<void> => {
     try {
       const counts = await applyKeys(db, view, part)
+      applied += part.length
       total.inserted += counts.inserted
       total.updated += counts.updated
       total.deleted += counts.deleted
@@ -32,9 +40,7 @@ export async function applyIsolating(
     } catch (error) {
       if (!isDataError(error)) throw error
       if (part.length === 1) {
-        const message = error instanceof Error ? error.message : String(error)
-        await setAsideKey(db, catalog, view, part[0]!, message)
-        onSetAside(part[0]!, message)
+        failed.push({ key: part[0]!, error })
         return
       }
       const half = Math.ceil(part.length / 2)
@@ -43,20 +49,44 @@ export async function applyIsolating(
     }
   }
   await apply(keys)
+  if (failed.length === 0) return total
+  if (applied === 0) throw failed[0]!.error
+  for (const { key, error } of failed) {
+    const message = error instanceof Error ? error.message : String(error)
+    await setAsideKey(db, catalog, view, key, message)
+    onSetAside(key, message)
+  }
   return total
 }
 
 /**
- * Errors that come from the data of some keys: a duplicate key, or an error PostgreSQL raised
- * for the statement (data exception, constraint, a RAISE). Not a lost connection, a
- * cancellation or a serialization failure: those say nothing about the keys.
+ * SQLSTATE classes a key's own rows can cause: the query raising on them (data exceptions such
+ * as a division by zero or a bad cast, a scalar subquery returning two rows, a RAISE or ASSERT
+ * in a function it calls) or the target refusing them (a constraint). Everything else says
+ * nothing about the keys: a lock or statement timeout and a cancellation (55, 57), a missing
+ * column, table or privilege (42), a lost connection (08), a serialization failure (40), a
+ * transaction or server state (25, 53, 58, XX).
  */
-function isDataError(error: unknown): boolean {
+const DATA_ERROR_CLASSES = new Set([
+  '21', // cardinality violation: a subquery returned more than one row for this key
+  '22', // data exception
+  '23', // integrity constraint violation
+  '27', // triggered data change violation
+  '2F', // SQL routine exception
+  '38', // external routine exception
+  '39', // external routine invocation exception
+  '44', // WITH CHECK OPTION violation
+  'P0', // PL/pgSQL: RAISE, no data found, too many rows, ASSERT
+])
+
+/** Whether an error came from the data of the keys being applied (see DATA_ERROR_CLASSES). */
+export function isDataError(error: unknown): boolean {
+  // Our own: the query returned a duplicate or NULL key for these keys.
   if (error instanceof KeyError) return true
   const cause = error instanceof Error ? error.cause : undefined
   const code = (postgresError(error) ?? postgresError(cause))?.code
   if (!code) return false
-  return !['08', '40', '53', '57', '58'].includes(code.slice(0, 2))
+  return DATA_ERROR_CLASSES.has(code.slice(0, 2))
 }
 
 async function setAsideKey(
