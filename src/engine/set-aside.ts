@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely'
-import { applyKeys, type BatchCounts } from './apply-batch.js'
+import { applyKeys, type BatchCounts, inboxMoveLock } from './apply-batch.js'
 import { KeyError } from './key-error.js'
 import { describeKey, keyIn } from './key-sql.js'
 import { tableRef } from './names.js'
@@ -27,16 +27,19 @@ export async function applyIsolating(
   onSetAside: (key: string[], error: string) => void,
 ): Promise<BatchCounts> {
   const total: BatchCounts = { inserted: 0, updated: 0, deleted: 0, cleared: 0 }
+  const add = (counts: BatchCounts) => {
+    total.inserted += counts.inserted
+    total.updated += counts.updated
+    total.deleted += counts.deleted
+    total.cleared! += counts.cleared ?? 0
+  }
   const failed: { key: string[]; error: unknown }[] = []
   let applied = 0
   const apply = async (part: string[][]): Promise<void> => {
     try {
       const counts = await applyKeys(db, view, part)
       applied += part.length
-      total.inserted += counts.inserted
-      total.updated += counts.updated
-      total.deleted += counts.deleted
-      total.cleared! += counts.cleared ?? 0
+      add(counts)
     } catch (error) {
       if (!isDataError(error)) throw error
       if (part.length === 1) {
@@ -53,8 +56,9 @@ export async function applyIsolating(
   if (applied === 0) throw failed[0]!.error
   for (const { key, error } of failed) {
     const message = error instanceof Error ? error.message : String(error)
-    await setAsideKey(db, catalog, view, key, message)
-    onSetAside(key, message)
+    const outcome = await setAsideKey(db, catalog, view, key, message)
+    if (outcome.counts) add(outcome.counts)
+    if (outcome.setAside) onSetAside(key, message)
   }
   return total
 }
@@ -89,15 +93,34 @@ export function isDataError(error: unknown): boolean {
   return DATA_ERROR_CLASSES.has(code.slice(0, 2))
 }
 
-async function setAsideKey(
+/**
+ * Sets a key aside, unless it now applies: returns whether it was set aside. In one
+ * transaction that holds the inbox's move lock, the key is applied once more (under a
+ * savepoint), and only if that fails again with a data error are its log rows deleted. The
+ * lock matters for a partitioned view: another runner moves the whole inbox, so a new write
+ * for this key (one that may fix its row) could reach its log after the failed attempts; it
+ * was then deleted with the key's older rows and the key set aside without being tried after
+ * it. Under the lock no move commits between this last attempt and the delete, so every log row
+ * deleted was seen by a failed attempt.
+ */
+export async function setAsideKey(
   db: Kysely<any>,
   catalog: string,
   view: ViewRuntime,
   key: string[],
   error: string,
-): Promise<void> {
+): Promise<{ setAside: boolean; counts?: BatchCounts }> {
   const asObject = JSON.stringify(Object.fromEntries(view.key.map((k, i) => [k, key[i]])))
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT 1 FROM ${inboxMoveLock(view)} AS l`.execute(trx)
+    await sql`SAVEPOINT matview_last_try`.execute(trx)
+    try {
+      const counts = await applyKeys(trx, view, [key])
+      return { setAside: false, counts }
+    } catch (failure) {
+      if (!isDataError(failure)) throw failure
+      await sql`ROLLBACK TO SAVEPOINT matview_last_try`.execute(trx)
+    }
     await sql`DELETE FROM ${tableRef(view.objects.log)} AS l WHERE ${keyIn(view.key, 'l', [key])}`.execute(
       trx,
     )
@@ -107,6 +130,7 @@ async function setAsideKey(
       ON CONFLICT (view, key) DO UPDATE SET error = excluded.error, set_aside_at = now()`.execute(
       trx,
     )
+    return { setAside: true }
   })
 }
 

@@ -2,8 +2,11 @@ import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
 import { KeyError } from '../../src/engine/key-error.js'
-import { isDataError } from '../../src/engine/set-aside.js'
-import { type Kysely, Matview, sql } from '../../src/index.js'
+import { claimKeys } from '../../src/engine/apply-batch.js'
+import { isDataError, setAsideKey } from '../../src/engine/set-aside.js'
+import { loadViewRuntime, partitionRuntime } from '../../src/engine/view-runtime.js'
+import { defineView, type Kysely, Matview, sql } from '../../src/index.js'
+import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
 import { customerTotals, expectCustomerTotalsInSync } from '../support/views.js'
@@ -138,4 +141,49 @@ describe.each(DIALECTS)('failure isolation on %s', (dialect) => {
     },
     60_000,
   )
+
+  it('a key about to be set aside on a partitioned view, for which another runner has just moved a new write, is tried once more and applied, not set aside', async () => {
+    // The query raises for an order of 7 cents (division by zero).
+    const query = sql`SELECT customer_id, sum(1000 / (amount_cents - 7)) AS x
+                      FROM orders GROUP BY customer_id`
+    const poisoned = defineView({
+      name: 'poisoned',
+      key: ['customer_id'],
+      query,
+      sources: { orders: { customer_id: 'customer_id' } },
+      partitions: 2,
+    })
+    const mv = await Matview.open({ database, views: [poisoned], batchSize: 8 })
+    try {
+      await mv.update()
+      const runtime = (await loadViewRuntime(database.db, 'matview', poisoned))!
+      // Runner A's batch: customer 5's new order poisons it; its attempts fail.
+      await sql`INSERT INTO orders (customer_id, amount_cents, status) VALUES (5, 7, 'paid')`.execute(
+        database.db,
+      )
+      await claimKeys(database.db, runtime, 8, undefined)
+      // Meanwhile the row is fixed, and runner B (on another partition) moves the whole inbox:
+      // the fixing write's key lands in A's partition after A's last failed attempt.
+      await sql`UPDATE orders SET amount_cents = 8 WHERE amount_cents = 7`.execute(database.db)
+      await claimKeys(database.db, partitionRuntime(runtime, 0), 8, undefined)
+      // A now sets the key aside, from its partition: the fixed row applies instead.
+      let outcome: { setAside: boolean } | undefined
+      for (const k of [0, 1]) {
+        const part = partitionRuntime(runtime, k)
+        const { rows: here } = await sql<{ n: number }>`
+          SELECT count(*)::int AS n FROM ${sql.id(part.objects.log.schema, part.objects.log.table)}
+          WHERE customer_id = 5`.execute(database.db)
+        if (Number(here[0]!.n) > 0)
+          outcome = await setAsideKey(database.db, 'matview', part, ['5'], 'division by zero')
+      }
+      expect(outcome).toMatchObject({ setAside: false })
+      expect(await setAsideCount(database.db)).toBe(0)
+      expect(await queryDifferences(database.db, 'poisoned', query, ['customer_id', 'x'])).toEqual({
+        extra: [],
+        missing: [],
+      })
+    } finally {
+      await mv.close()
+    }
+  })
 })
