@@ -2,6 +2,7 @@ import { lastRuns, type RunRecord } from '../catalog/runs.js'
 import { readViewRows, type ViewState } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import { planRun } from '../engine/run-plan.js'
 import { countSetAside } from '../engine/set-aside.js'
 import { definitionHash } from '../engine/view-sql.js'
 import { errorMessage } from '../errors/matview-error.js'
@@ -64,7 +65,14 @@ export async function readStatus(
       view.kind === 'declarative' &&
       row?.kind === 'declarative' &&
       row.state === 'ready' &&
-      row.definitionHash !== definitionHash(database.db, view)
+      planRun(
+        {
+          view: view.name,
+          state: row.state,
+          sameDefinition: row.definitionHash === definitionHash(database.db, view),
+        },
+        { rebuildOnly: view.strategy === 'rebuild' },
+      ).refusal?.code === 'DEFINITION_CHANGED'
     const status: ViewStatus = {
       name: view.name,
       kind: view.kind,

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import { planRun } from '../engine/run-plan.js'
 import { type Comparison, compareView } from '../engine/verify-view.js'
 import { loadViewRuntime, type ViewRuntime } from '../engine/view-runtime.js'
 import { definitionHash } from '../engine/view-sql.js'
@@ -160,6 +161,15 @@ async function verifyOne(
 
 /** Why a created view cannot be compared with its query now, or undefined when it can. */
 function notReady(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime) {
+  const plan = planRun(
+    {
+      view: view.name,
+      state: runtime.state,
+      sameDefinition: runtime.definitionHash === definitionHash(db, view),
+    },
+    { rebuildOnly: view.strategy === 'rebuild' },
+  )
+  if (plan.comparable) return undefined
   switch (runtime.state) {
     case 'building':
       return 'building: its backfill has not finished; run "matview update"'
@@ -168,9 +178,7 @@ function notReady(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime) 
     case 'needs_rebuild':
       return `needs rebuild${runtime.stateReason ? ` (${runtime.stateReason})` : ''}: run "matview rebuild ${view.name}"`
   }
-  if (runtime.definitionHash !== definitionHash(db, view))
-    return `its definition changed since it was created: run "matview rebuild ${view.name}"`
-  return undefined
+  return `its definition changed since it was created: run "matview rebuild ${view.name}"`
 }
 
 function stopOutcome(stop: StopReason): VerifyOutcome {
