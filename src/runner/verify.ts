@@ -1,6 +1,11 @@
 import type { Kysely } from 'kysely'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import {
+  REBUILD_LOCK_TIMEOUT_MS,
+  REBUILD_SWAP_ATTEMPTS,
+  rebuildView,
+} from '../engine/rebuild/rebuild-view.js'
 import { planRun } from '../engine/run-plan.js'
 import { type Comparison, compareView } from '../engine/verify-view.js'
 import { loadViewRuntime, type ViewRuntime } from '../engine/view-runtime.js'
@@ -9,6 +14,7 @@ import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { Budget } from './budget.js'
 import type { StopReason } from './kind-runner.js'
+import { silentLogger } from './logger.js'
 import { selectViews } from './update.js'
 
 export interface VerifyOptions {
@@ -120,10 +126,12 @@ async function verifyOne(
     const runtime = await loadViewRuntime(database.db, config.schema, view)
     const why = runtime ? notReady(database.db, view, runtime) : 'not created yet'
     if (why || !runtime) return result('not verified', { reason: why })
+    // A view kept by rebuilds is repaired by one: its keys cannot be recomputed one by one.
+    const byRebuild = options.repair === true && view.strategy === 'rebuild'
     const compare = async (db: Kysely<any>) => {
       const found = await compareView(db, runtime, {
         sample: options.sample ?? DEFAULT_SAMPLE,
-        repair: options.repair === true,
+        repair: options.repair === true && !byRebuild,
         batchSize: options.batchSize ?? config.batchSize,
         ...(options.rangeKeys !== undefined ? { rangeKeys: options.rangeKeys } : {}),
         shouldStop: () => budget.stopReason(),
@@ -134,6 +142,24 @@ async function verifyOne(
       const drifted = counts.missing.count + counts.extra.count + counts.different.count
       if (stop) return result(stopOutcome(stop), { reason: stop, ...counts })
       if (drifted === 0) return result('equal', counts)
+      if (byRebuild) {
+        const rebuilt = await rebuildView(view, {
+          conn: db,
+          catalog: config.schema,
+          configViews: config.views,
+          batchSize: options.batchSize ?? config.batchSize,
+          lockTimeoutMs: REBUILD_LOCK_TIMEOUT_MS,
+          swapAttempts: REBUILD_SWAP_ATTEMPTS,
+          logger: silentLogger,
+          counts: { inserted: 0, updated: 0, deleted: 0, batches: 0 },
+          notes: [],
+          progress: () => {},
+          shouldStop: () => budget.stopReason(),
+        })
+        if (rebuilt.stop)
+          return result(stopOutcome(rebuilt.stop), { reason: rebuilt.stop, ...counts })
+        return result('repaired', { ...counts, repaired: drifted })
+      }
       return result(counts.repaired === drifted ? 'repaired' : 'drift', counts)
     }
     // Comparing only reads, each range in one snapshot: no lock. Repairing writes the view,
