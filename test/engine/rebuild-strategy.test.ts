@@ -1,7 +1,7 @@
 import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
-import { defineView, Matview } from '../../src/index.js'
+import { defineView, Matview, silentLogger, type ViewResult } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
@@ -168,4 +168,41 @@ describe.each(DIALECTS)('views kept by rebuilds on %s', (dialect) => {
       await mv.close()
     }
   })
+
+  it('the worker rebuilds it when a write is pending, at its poll, and never applies it by key', async () => {
+    const mv = await Matview.open({ database, views: [leaderboard('rebuild')] })
+    const controller = new AbortController()
+    const results: ViewResult[] = []
+    const done = mv.worker({
+      pollMs: 200,
+      signal: controller.signal,
+      logger: silentLogger,
+      onRun: (r) => results.push(r),
+    })
+    try {
+      await until(async () => results.some((r) => r.outcome === 'done'))
+      await sql`INSERT INTO orders (customer_id, amount_cents, status) VALUES (9, 9999999, 'paid')`.execute(
+        database.db,
+      )
+      await until(async () =>
+        results.some((r) =>
+          r.notes?.includes("rebuilt instead of applied (the view's strategy rebuild)"),
+        ),
+      )
+      await expectInSync()
+      expect(results.every((r) => r.outcome !== 'failed')).toBe(true)
+    } finally {
+      controller.abort()
+      await done
+      await mv.close()
+    }
+  })
 })
+
+async function until(check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const started = Date.now()
+  while (!(await check())) {
+    if (Date.now() - started > timeoutMs) throw new Error(`not true within ${timeoutMs}ms`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
