@@ -29,11 +29,29 @@ interface Level {
   /** Key output names (keyed levels: GROUP BY, DISTINCT ON may name the output). */
   names: string[]
   classes: Node[][]
+  /** The tables its FROM names, by alias: a unique key of one may fix several key columns. */
+  tables?: Map<string, TableName>
+}
+
+/** A table as the query names it. */
+export interface TableName {
+  schema?: string
+  name: string
+}
+
+/** The column sets a table's unique indexes (its primary key first) hold; [] when unknown. */
+export type UniqueKeys = (table: TableName) => string[][]
+
+/** What the catalog knows, for the analysis; without it, built-in function kinds and no keys. */
+export interface QueryFacts {
+  functions?: FunctionKinds
+  uniqueKeys?: UniqueKeys
 }
 
 interface Context {
   text: string
   functions: FunctionKinds
+  uniqueKeys: UniqueKeys
   findings: CrossKeyFinding[]
   /** CTEs in scope by name; `seen` once visited as a FROM item, `visiting` while it is. */
   ctes: Map<string, Cte>
@@ -58,11 +76,12 @@ interface Cte {
 export function findCrossKey(
   parsed: { text: string; select: Node },
   key: string[],
-  functions: FunctionKinds = builtinFunctionKinds,
+  facts: QueryFacts = {},
 ): CrossKeyFinding[] {
   const ctx: Context = {
     text: parsed.text,
-    functions,
+    functions: facts.functions ?? builtinFunctionKinds,
+    uniqueKeys: facts.uniqueKeys ?? (() => []),
     findings: [],
     ctes: new Map(),
     stack: [],
@@ -98,11 +117,12 @@ function visitSelect(select: Node, ref: KeyRef | Level | null, ctx: Context): Le
     return 'unkeyed'
   }
   let level = ref && 'mode' in ref ? withEqualities(ref, select) : resolveLevel(select, ref)
+  level.tables = tablesIn(select.fromClause ?? [])
   ctx.stack.push(level)
   const from: Node[] = select.fromClause ?? []
   // Rows made only of subqueries correlated on the key all belong to that one key.
   if (visitFrom(from, level, ctx) && from.length > 0 && level.mode === 'unkeyed') {
-    level = { mode: 'fixed', names: [], classes: [] }
+    level = { mode: 'fixed', names: [], classes: [], tables: level.tables }
     ctx.stack[ctx.stack.length - 1] = level
   }
   checkLimit(select, level.mode === 'fixed', ctx)
@@ -293,7 +313,7 @@ function visitFrom(items: Node[], level: Level, ctx: Context): boolean {
       const sub = item.RangeSubselect
       const alias = sub.alias?.aliasname
       const inner = sub.subquery?.SelectStmt
-      const fixed = inner ? correlatedLevel(inner, ctx.stack) : undefined
+      const fixed = inner ? correlatedLevel(inner, ctx) : undefined
       mode = fixed
         ? visitSelect(inner, fixed, ctx)
         : visitStatement(
@@ -348,15 +368,19 @@ function propagate(level: Level, alias: string, only: boolean): KeyRef | null {
  * `outer` is the key at an enclosing level (innermost first), qualified by a name the subquery
  * does not define. Then all its rows belong to the one key the outer row has: a fixed level.
  */
-function correlatedLevel(inner: Node, enclosing: Level[]): Level | undefined {
-  for (let i = enclosing.length - 1; i >= 0; i--) {
-    const level = correlatedWith(inner, enclosing[i]!)
+function correlatedLevel(inner: Node, ctx: Context): Level | undefined {
+  for (let i = ctx.stack.length - 1; i >= 0; i--) {
+    const level = correlatedWith(inner, ctx.stack[i]!, ctx.uniqueKeys)
     if (level) return level
   }
   return undefined
 }
 
-function correlatedWith(inner: Node, outer: Level): Level | undefined {
+/**
+ * Correlated on every key column, or on some that a unique key of their table holds, when the
+ * other key columns come from that same table row (customer id fixes the customer's region).
+ */
+function correlatedWith(inner: Node, outer: Level, uniqueKeys: UniqueKeys): Level | undefined {
   if (outer.classes.length === 0 || (inner.op && inner.op !== 'SETOP_NONE')) return undefined
   const own = fromNames(inner.fromClause ?? [])
   const isOuterKey = (e: Node, i: number) => {
@@ -365,19 +389,60 @@ function correlatedWith(inner: Node, outer: Level): Level | undefined {
     return outer.classes[i]!.some((k) => sameExpr(k, e))
   }
   const classes: Node[][] = []
+  // Outer columns the correlation fixes, by table alias.
+  const fixedColumns = new Map<string, Set<string>>()
   for (let i = 0; i < outer.classes.length; i++) {
     let innerSide: Node | undefined
     for (const c of conjuncts(inner.whereClause)) {
       const eq = equality(c)
       if (!eq) continue
-      if (isOuterKey(eq[1], i) && !isOuterRef(eq[0], own)) innerSide = eq[0]
-      else if (isOuterKey(eq[0], i) && !isOuterRef(eq[1], own)) innerSide = eq[1]
-      if (innerSide) break
+      const [outerSide, other] = isOuterKey(eq[1], i) ? [eq[1], eq[0]] : [eq[0], eq[1]]
+      if (!isOuterKey(outerSide, i) || isOuterRef(other, own)) continue
+      innerSide = other
+      const [alias, column] = (outerSide.ColumnRef.fields as Node[]).map((f) => f.String?.sval)
+      if (alias && column)
+        fixedColumns.set(alias, (fixedColumns.get(alias) ?? new Set()).add(column))
+      break
     }
-    if (!innerSide) return undefined
-    classes.push([innerSide])
+    classes.push(innerSide ? [innerSide] : [])
+  }
+  if (fixedColumns.size === 0) return undefined
+  for (let i = 0; i < classes.length; i++) {
+    if (classes[i]!.length > 0) continue
+    const determined = outer.classes[i]!.some((e) => {
+      const fields = e.ColumnRef?.fields as Node[] | undefined
+      const alias = fields?.length === 2 ? fields[0]?.String?.sval : undefined
+      const fixed = alias ? fixedColumns.get(alias) : undefined
+      const table = alias ? outer.tables?.get(alias) : undefined
+      return (
+        fixed !== undefined &&
+        table !== undefined &&
+        uniqueKeys(table).some((unique) => unique.length > 0 && unique.every((c) => fixed.has(c)))
+      )
+    })
+    if (!determined) return undefined
   }
   return withEqualities(levelOf(classes, 'fixed'), inner)
+}
+
+/** The tables a FROM list names directly, by alias (or name). */
+function tablesIn(items: Node[]): Map<string, TableName> {
+  const tables = new Map<string, TableName>()
+  const add = (item: Node | undefined) => {
+    if (!item) return
+    if (item.JoinExpr) {
+      add(item.JoinExpr.larg)
+      add(item.JoinExpr.rarg)
+    }
+    const rv = item.RangeVar
+    if (rv)
+      tables.set(rv.alias?.aliasname ?? rv.relname, {
+        ...(rv.schemaname ? { schema: rv.schemaname } : {}),
+        name: rv.relname,
+      })
+  }
+  for (const item of items) add(item)
+  return tables
 }
 
 function isOuterRef(e: Node, own: Set<string>): boolean {
@@ -519,7 +584,7 @@ function walkExpr(node: Node | Node[], level: Level, ctx: Context, select?: Node
     if (n.SubLink) {
       const sub = n.SubLink.subselect?.SelectStmt
       if (n.SubLink.testexpr) walkExpr(n.SubLink.testexpr, level, ctx, select)
-      if (sub) visitSelect(sub, correlatedLevel(sub, ctx.stack) ?? null, ctx)
+      if (sub) visitSelect(sub, correlatedLevel(sub, ctx) ?? null, ctx)
       else visitStatement(n.SubLink.subselect, null, ctx)
       return false
     }

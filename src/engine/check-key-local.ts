@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely'
-import { findCrossKey } from '../analysis/cross-key.js'
+import { findCrossKey, type TableName } from '../analysis/cross-key.js'
 import {
   type FunctionKind,
   functionKindsFrom,
@@ -29,13 +29,71 @@ export async function refuseCrossKey(db: Kysely<any>, view: DeclarativeView): Pr
     )
   })
   const kinds = await catalogFunctionKinds(db, functionNamesIn(parsed.select))
-  const [finding] = findCrossKey(parsed, view.key, functionKindsFrom(kinds))
+  const uniques = await catalogUniqueKeys(db, tableNamesIn(parsed.select))
+  const [finding] = findCrossKey(parsed, view.key, {
+    functions: functionKindsFrom(kinds),
+    uniqueKeys: (table) => uniques.get(tableText(table)) ?? [],
+  })
   if (!finding) return
   const where = describeLocation(text, finding.location)
   throw new ViewDefinitionError(
     view.name,
     `the query is not key-local: ${finding.construct}${where ? ` at ${where} of the query` : ''}: ${finding.why}, so a write would leave other keys' rows wrong; ${finding.instead ? `${finding.instead}, or ` : ''}keep the view by rebuilds with strategy: 'rebuild'`,
   )
+}
+
+/** `schema.name` or `name`, as the query wrote it: the key of the unique-keys map. */
+function tableText(table: TableName): string {
+  return table.schema ? `${table.schema}.${table.name}` : table.name
+}
+
+/** Every table the query names (FROM items anywhere in it). */
+function tableNamesIn(node: unknown): TableName[] {
+  const found = new Map<string, TableName>()
+  const visit = (n: unknown): void => {
+    if (Array.isArray(n)) {
+      for (const item of n) visit(item)
+      return
+    }
+    if (typeof n !== 'object' || n === null) return
+    const rv = (n as { RangeVar?: { schemaname?: string; relname: string } }).RangeVar
+    if (rv) {
+      const table = { ...(rv.schemaname ? { schema: rv.schemaname } : {}), name: rv.relname }
+      found.set(tableText(table), table)
+    }
+    for (const value of Object.values(n)) visit(value)
+  }
+  visit(node)
+  return [...found.values()]
+}
+
+/**
+ * The column sets of each table's unique indexes without expressions or predicates, as the
+ * query names the table (resolved by the search path, as the query is).
+ */
+async function catalogUniqueKeys(
+  db: Kysely<any>,
+  tables: TableName[],
+): Promise<Map<string, string[][]>> {
+  const keys = new Map<string, string[][]>()
+  for (const table of tables) {
+    const qualified = table.schema
+      ? sql`pg_catalog.quote_ident(${table.schema}) || '.' || pg_catalog.quote_ident(${table.name})`
+      : sql`pg_catalog.quote_ident(${table.name})`
+    const { rows } = await sql<{ columns: string[] }>`
+      SELECT array_agg(a.attname::text ORDER BY k.n) AS columns
+      FROM pg_catalog.pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      WHERE i.indrelid = pg_catalog.to_regclass(${qualified}) AND i.indisunique
+        AND i.indexprs IS NULL AND i.indpred IS NULL
+      GROUP BY i.indexrelid, i.indisprimary ORDER BY i.indisprimary DESC`.execute(db)
+    keys.set(
+      tableText(table),
+      rows.map((r) => r.columns),
+    )
+  }
+  return keys
 }
 
 /** What pg_proc says about these function names (every overload counts). */

@@ -213,6 +213,33 @@ describe('accepted: every key depends on its own rows only', () => {
   })
 })
 
+describe('a key of several columns, one of them fixing the others through a unique key', () => {
+  const key = ['region', 'customer_id']
+  const byCustomer = `SELECT c.region, c.id AS customer_id,
+      (SELECT count(*) FROM orders o WHERE o.customer_id = c.id) AS n
+    FROM customers c`
+  const byRegion = `SELECT c.region, c.id AS customer_id,
+      (SELECT count(*) FROM customers c2 WHERE c2.region = c.region) AS n
+    FROM customers c`
+  const customersKeyed = {
+    uniqueKeys: (t: { name: string }) => (t.name === 'customers' ? [['id']] : []),
+  }
+
+  it('a subquery correlated on the customer id is key-local when customers.id is unique (the id fixes the region)', async () => {
+    expect(findCrossKey(await parseQuery(byCustomer), key, customersKeyed)).toEqual([])
+  })
+
+  it('without knowing that id is unique, it is refused', async () => {
+    expect(await constructs(byCustomer, key)).toEqual(['count()'])
+  })
+
+  it('correlated on the region only, it is refused whatever the table keys (other customers of the region)', async () => {
+    expect(
+      findCrossKey(await parseQuery(byRegion), key, customersKeyed).map((f) => f.construct),
+    ).toEqual(['count()'])
+  })
+})
+
 describe('parseQuery', () => {
   it('refuses what is not one query', async () => {
     await expect(parseQuery('SELECT 1; SELECT 2')).rejects.toThrow(/2 statements/)
