@@ -200,6 +200,13 @@ const declarativeView = z
         },
       )
       .optional(),
+    strategy: z
+      .unknown()
+      .refine((value) => value === undefined || value === 'rebuild', {
+        error:
+          "must be 'rebuild' (keep the view by rebuilds only) or left out (the config's strategy)",
+      })
+      .optional(),
   })
   .strict()
   .superRefine(oneTiming)

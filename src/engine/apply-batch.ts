@@ -61,12 +61,11 @@ async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
   // moved key may belong to any partition (the parent routes it).
   const whole = viewObjects(view.catalog, view.objects.id)
   const keys = keyColumns(view.key)
-  const lockKey = `${view.catalog}:inbox:${view.objects.id}`
   const { rows } = await retryTransient(() =>
     sql<{ moved: string }>`
       WITH moved AS (
         DELETE FROM ${tableRef(whole.inbox)}
-        WHERE (SELECT true FROM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(${lockKey}, 0)))
+        WHERE (SELECT true FROM ${inboxMoveLock(view)})
         RETURNING ${keys}, matview_logged_at
       ), captured AS (
         SELECT ${keyColumns(view.key, 'u')}, m.matview_logged_at
@@ -80,6 +79,15 @@ async function moveInbox(db: Kysely<any>, view: ViewRuntime): Promise<number> {
     throw batchError(view, 'moving the captured keys into the change log', error)
   })
   return Number(rows[0]!.moved)
+}
+
+/**
+ * The transaction-level lock a move of the view's inbox takes (`SELECT … FROM` it): whoever
+ * holds it knows no move commits meanwhile.
+ */
+export function inboxMoveLock(view: ViewRuntime): RawBuilder<unknown> {
+  const lockKey = `${view.catalog}:inbox:${view.objects.id}`
+  return sql`pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(${lockKey}, 0))`
 }
 
 /**
@@ -223,7 +231,9 @@ export async function applyKeys(
     }
   } catch (error) {
     if (postgresError(error)?.code === SQLSTATE.cardinalityViolation) {
-      const duplicate = await findDuplicateKey(db, view, keys)
+      // Not findable inside a transaction the failure aborted (set-aside's last try): then the
+      // error stays the cardinality violation, which is still the keys' data.
+      const duplicate = await findDuplicateKey(db, view, keys).catch(() => undefined)
       if (duplicate) throw duplicateKeyError(view, describeKey(view.key, duplicate), error)
     }
     throw batchError(view, 'applying a batch', error)

@@ -24,6 +24,11 @@ export interface BackfillContext {
   onBatch(rows: number): void
   /** Where the checkpoint lives: by default the view's catalog row, which ends up `ready`. */
   checkpoint?: CheckpointStore
+  /**
+   * One range, one transaction, one snapshot: a view kept by rebuilds (its query is not
+   * key-local) filled in ranges from several snapshots could mix rows of different moments.
+   */
+  oneSnapshot?: boolean
 }
 
 /**
@@ -54,7 +59,9 @@ export async function backfill(
   const store = ctx.checkpoint ?? viewCheckpoint(view)
   let checkpoint = view.backfillCheckpoint
   if (!checkpoint) {
-    checkpoint = await planBackfill(ctx.conn, view, sources)
+    checkpoint = ctx.oneSnapshot
+      ? { method: 'ranges', bounds: [], done: 0 }
+      : await planBackfill(ctx.conn, view, sources)
     await store.save(ctx.conn, checkpoint)
   }
   const stop =

@@ -9,6 +9,17 @@ export type Strategy = 'incremental' | 'rebuild' | 'auto'
 
 export const STRATEGIES: readonly Strategy[] = ['incremental', 'rebuild', 'auto']
 
+/**
+ * The strategy a view's run uses: a view kept by rebuilds only (`strategy: 'rebuild'`) is
+ * never applied by key, whatever the config or the command line ask.
+ */
+export function viewStrategy(
+  view: { kind: string; strategy?: unknown },
+  global: Strategy,
+): Strategy {
+  return view.kind === 'declarative' && view.strategy === 'rebuild' ? 'rebuild' : global
+}
+
 /** `auto`'s default share of a view's rows pending above which it rebuilds (bench/RESULTS.md). */
 export const DEFAULT_REBUILD_SHARE = 0.15
 

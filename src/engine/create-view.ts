@@ -2,6 +2,7 @@ import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { ViewDefinitionError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { createCapture } from './capture-ddl.js'
+import { refuseCrossKey } from './check-key-local.js'
 import { type DdlSink, executeDdl } from './ddl-sink.js'
 import {
   type Column,
@@ -271,6 +272,8 @@ export async function checkDefinition(
   for (const [i, source] of sources.entries()) {
     await requireCapturableParents(view.name, trx, names[i]!, source, view, sourceColumns)
   }
+  // Last of the checks on the definition's text: a view kept by key must be key-local.
+  await refuseCrossKey(trx, view)
   await requireUsableKey(trx, view, query)
   return {
     hash,

@@ -21,6 +21,7 @@ import {
   rebuildView,
 } from './rebuild/rebuild-view.js'
 import { retireCapture } from './retire-capture.js'
+import { planRun } from './run-plan.js'
 import { checkSources } from './schema-check.js'
 import { applyIsolating } from './set-aside.js'
 import { loadViewRuntime, partitionRuntime, type ViewRuntime } from './view-runtime.js'
@@ -35,6 +36,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
   async run(view, ctx) {
     let runtime = await loadViewRuntime(ctx.conn, ctx.schema, view)
     const hash = definitionHash(ctx.conn, view)
+    const planOf = (r: ViewRuntime | undefined) => viewPlan(view, r, hash)
     if (ctx.lockMode === 'shared') {
       // The lock was taken shared only for a ready partitioned view (src/runner/view-lock.ts).
       if (!runtime) throw new ViewRunError(view.name, 'internal: shared lock on a view not created')
@@ -54,9 +56,9 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
     // Objects from "matview sql" are checked above, as printed; then, as for every view, the
     // sources as they are now.
     if (runtime) runtime = await checkSchema(view, runtime, ctx)
-    if (runtime?.state === 'building' && runtime.definitionHash !== hash) {
+    if (planOf(runtime).action === 'restart') {
       // Never served: start again from the new definition rather than ask for a rebuild.
-      await discard(ctx, runtime)
+      await discard(ctx, runtime!)
       ctx.notes.push('definition changed while building: started again')
       runtime = undefined
     }
@@ -77,7 +79,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
       ctx.notes.push('created')
     }
-    if (runtime.state === 'building' && runtime.definitionHash === hash) {
+    if (planOf(runtime).action === 'backfill') {
       // Before the backfill reads a row; a run that stopped half-way installs the rest.
       const sources = await recordedSources(ctx.conn, ctx.schema, view.name)
       const building = runtime
@@ -93,7 +95,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
         throw new ViewRunError(view.name, message, { cause: error })
       })
     }
-    if (runtime.state === 'rebuilding' && runtime.definitionHash === hash) {
+    if (planOf(runtime).action === 'finish-rebuild') {
       // A rebuild for the same definition (an earlier update's choice, or a rebuild after a
       // TRUNCATE) that stopped half-way: finish it, as `matview rebuild` would.
       ctx.notes.push('finishing the rebuild an earlier run started')
@@ -102,7 +104,7 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = (await loadViewRuntime(ctx.conn, ctx.schema, view))!
     }
     checkRunnable(view, runtime, hash)
-    if (runtime.state === 'building') {
+    if (planOf(runtime).action === 'backfill') {
       ctx.logger.debug(`view "${view.name}": backfilling`)
       let stop: StopReason | undefined
       try {
@@ -123,7 +125,19 @@ export const declarativeRunner: KindRunner<DeclarativeView> = {
       runtime = { ...runtime, state: 'ready', backfillCheckpoint: null }
     }
     if (ctx.createOnly) return undefined
-    return applyPending(runtime, view, ctx)
+    const plan = planOf(runtime)
+    if (plan.action === 'rebuild' && plan.work === 'always') {
+      // Kept by rebuilds only, and marked for one (a source was truncated): no key to wait for.
+      ctx.notes.push(`rebuilt: ${runtime.stateReason ?? 'it needed a rebuild'} (strategy rebuild)`)
+      return rebuildInRun(view, ctx)
+    }
+    // A view kept by rebuilds only rebuilds when a key is pending (update.ts gives its run the
+    // strategy `rebuild` whatever the config says; this holds for any caller).
+    return applyPending(
+      runtime,
+      view,
+      plan.action === 'rebuild' ? { ...ctx, strategy: 'rebuild' } : ctx,
+    )
   },
 
   async pending(view, db, schema) {
@@ -159,28 +173,24 @@ async function retireInRun(ctx: RunContext): Promise<void> {
     ctx.logger.info(`left for a later run: ${left}`)
 }
 
+/** What a run of the view does (run-plan.ts decides for every caller). */
+function viewPlan(view: DeclarativeView, runtime: ViewRuntime | undefined, hash: string) {
+  return planRun(
+    {
+      view: view.name,
+      state: runtime?.state,
+      sameDefinition: runtime?.definitionHash === hash,
+      stateReason: runtime?.stateReason ?? null,
+    },
+    { rebuildOnly: view.strategy === 'rebuild' },
+  )
+}
+
 /** Refuses a view whose target no longer matches its definition or was truncated under it. */
 function checkRunnable(view: DeclarativeView, runtime: ViewRuntime, hash: string): void {
-  // First: whatever else is true, the rebuild owns the view until it swaps its table in.
-  if (runtime.state === 'rebuilding') {
-    throw new ViewRunError(
-      view.name,
-      `a rebuild was started and has not finished; run "matview rebuild ${view.name}" to finish it (update leaves it untouched)`,
-    )
-  }
-  if (runtime.definitionHash !== hash) {
-    throw new ViewRunError(
-      view.name,
-      `its definition changed since the view was created; run "matview rebuild ${view.name}" to rebuild it from the new definition (update leaves it untouched)`,
-      { code: 'DEFINITION_CHANGED' },
-    )
-  }
-  if (runtime.state === 'needs_rebuild') {
-    throw new ViewRunError(
-      view.name,
-      `needs a rebuild${runtime.stateReason ? ` (${runtime.stateReason})` : ''}; run "matview rebuild ${view.name}"`,
-    )
-  }
+  const { refusal } = viewPlan(view, runtime, hash)
+  if (refusal)
+    throw new ViewRunError(view.name, refusal.reason, refusal.code ? { code: refusal.code } : {})
 }
 
 /** Staged rows mapped per statement: bounded so each statement stays short. */
@@ -238,7 +248,7 @@ async function applyPending(
     if (!strategyChosen && ctx.strategy === 'auto' && burstInInbox(view)) {
       // Before the claim would move the burst into the log (see burstInInbox).
       strategyChosen = true
-      const why = await rebuildReason(view, ctx)
+      const why = await rebuildReason(view, definition, ctx)
       if (why) {
         ctx.notes.push(why)
         return rebuildInRun(definition, ctx)
@@ -262,7 +272,7 @@ async function applyPending(
       strategyChosen = true
       // Only a full first batch can mean a large share of the view is pending.
       if (ctx.strategy === 'rebuild' || keys.length === ctx.batchSize) {
-        const why = await rebuildReason(view, ctx)
+        const why = await rebuildReason(view, definition, ctx)
         if (why) {
           ctx.notes.push(why)
           return rebuildInRun(definition, ctx)
@@ -424,8 +434,15 @@ async function vacuumLog(view: ViewRuntime, ctx: RunContext): Promise<void> {
 }
 
 /** Why this run rebuilds the view instead of applying its keys, or undefined to apply them. */
-async function rebuildReason(view: ViewRuntime, ctx: RunContext): Promise<string | undefined> {
-  if (ctx.strategy === 'rebuild') return 'rebuilt instead of applied (--strategy rebuild)'
+async function rebuildReason(
+  view: ViewRuntime,
+  definition: DeclarativeView,
+  ctx: RunContext,
+): Promise<string | undefined> {
+  if (ctx.strategy === 'rebuild')
+    return definition.strategy === 'rebuild'
+      ? "rebuilt instead of applied (the view's strategy rebuild)"
+      : 'rebuilt instead of applied (--strategy rebuild)'
   const choice = await chooseRebuild(ctx.conn, view, ctx.rebuildShare)
   ctx.logger.debug(
     `view "${view.name}": ${choice.pendingKeys}${choice.rebuild ? '+' : ''} keys pending of about ${choice.targetRows} rows: ${choice.rebuild ? 'rebuild' : 'incremental'}`,

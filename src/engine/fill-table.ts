@@ -26,6 +26,7 @@ export async function fillTable(
       ctx.counts.inserted += rows
     },
     ...(checkpoint ? { checkpoint } : {}),
+    oneSnapshot: view.strategy === 'rebuild',
   })
 }
 

@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely'
-import { applyKeys, type BatchCounts } from './apply-batch.js'
+import { applyKeys, type BatchCounts, inboxMoveLock } from './apply-batch.js'
 import { KeyError } from './key-error.js'
 import { describeKey, keyIn } from './key-sql.js'
 import { tableRef } from './names.js'
@@ -13,6 +13,11 @@ import type { ViewRuntime } from './view-runtime.js'
  * those keys aside in the catalog (`set_aside`) so the rest of the view proceeds. `status`
  * shows them; `matview retry NAME` puts them back in the change log. A new write to such a key
  * logs it again, so a fixed row is retried on its own.
+ *
+ * A key is set aside only when its failure is a data error (see isDataError) *and* some other
+ * key of the batch was applied: a failure of every half says nothing about the keys (a lock
+ * held on the target, a column dropped from a source fail each key the same way), so then the
+ * first error is thrown, nothing is set aside, and the keys stay in the log.
  */
 export async function applyIsolating(
   db: Kysely<any>,
@@ -22,19 +27,23 @@ export async function applyIsolating(
   onSetAside: (key: string[], error: string) => void,
 ): Promise<BatchCounts> {
   const total: BatchCounts = { inserted: 0, updated: 0, deleted: 0, cleared: 0 }
+  const add = (counts: BatchCounts) => {
+    total.inserted += counts.inserted
+    total.updated += counts.updated
+    total.deleted += counts.deleted
+    total.cleared! += counts.cleared ?? 0
+  }
+  const failed: { key: string[]; error: unknown }[] = []
+  let applied = 0
   const apply = async (part: string[][]): Promise<void> => {
     try {
       const counts = await applyKeys(db, view, part)
-      total.inserted += counts.inserted
-      total.updated += counts.updated
-      total.deleted += counts.deleted
-      total.cleared! += counts.cleared ?? 0
+      applied += part.length
+      add(counts)
     } catch (error) {
       if (!isDataError(error)) throw error
       if (part.length === 1) {
-        const message = error instanceof Error ? error.message : String(error)
-        await setAsideKey(db, catalog, view, part[0]!, message)
-        onSetAside(part[0]!, message)
+        failed.push({ key: part[0]!, error })
         return
       }
       const half = Math.ceil(part.length / 2)
@@ -43,31 +52,75 @@ export async function applyIsolating(
     }
   }
   await apply(keys)
+  if (failed.length === 0) return total
+  if (applied === 0) throw failed[0]!.error
+  for (const { key, error } of failed) {
+    const message = error instanceof Error ? error.message : String(error)
+    const outcome = await setAsideKey(db, catalog, view, key, message)
+    if (outcome.counts) add(outcome.counts)
+    if (outcome.setAside) onSetAside(key, message)
+  }
   return total
 }
 
 /**
- * Errors that come from the data of some keys: a duplicate key, or an error PostgreSQL raised
- * for the statement (data exception, constraint, a RAISE). Not a lost connection, a
- * cancellation or a serialization failure: those say nothing about the keys.
+ * SQLSTATE classes a key's own rows can cause: the query raising on them (data exceptions such
+ * as a division by zero or a bad cast, a scalar subquery returning two rows, a RAISE or ASSERT
+ * in a function it calls) or the target refusing them (a constraint). Everything else says
+ * nothing about the keys: a lock or statement timeout and a cancellation (55, 57), a missing
+ * column, table or privilege (42), a lost connection (08), a serialization failure (40), a
+ * transaction or server state (25, 53, 58, XX).
  */
-function isDataError(error: unknown): boolean {
+const DATA_ERROR_CLASSES = new Set([
+  '21', // cardinality violation: a subquery returned more than one row for this key
+  '22', // data exception
+  '23', // integrity constraint violation
+  '27', // triggered data change violation
+  '2F', // SQL routine exception
+  '38', // external routine exception
+  '39', // external routine invocation exception
+  '44', // WITH CHECK OPTION violation
+  'P0', // PL/pgSQL: RAISE, no data found, too many rows, ASSERT
+])
+
+/** Whether an error came from the data of the keys being applied (see DATA_ERROR_CLASSES). */
+export function isDataError(error: unknown): boolean {
+  // Our own: the query returned a duplicate or NULL key for these keys.
   if (error instanceof KeyError) return true
   const cause = error instanceof Error ? error.cause : undefined
   const code = (postgresError(error) ?? postgresError(cause))?.code
   if (!code) return false
-  return !['08', '40', '53', '57', '58'].includes(code.slice(0, 2))
+  return DATA_ERROR_CLASSES.has(code.slice(0, 2))
 }
 
-async function setAsideKey(
+/**
+ * Sets a key aside, unless it now applies: returns whether it was set aside. In one
+ * transaction that holds the inbox's move lock, the key is applied once more (under a
+ * savepoint), and only if that fails again with a data error are its log rows deleted. The
+ * lock matters for a partitioned view: another runner moves the whole inbox, so a new write
+ * for this key (one that may fix its row) could reach its log after the failed attempts; it
+ * was then deleted with the key's older rows and the key set aside without being tried after
+ * it. Under the lock no move commits between this last attempt and the delete, so every log row
+ * deleted was seen by a failed attempt.
+ */
+export async function setAsideKey(
   db: Kysely<any>,
   catalog: string,
   view: ViewRuntime,
   key: string[],
   error: string,
-): Promise<void> {
+): Promise<{ setAside: boolean; counts?: BatchCounts }> {
   const asObject = JSON.stringify(Object.fromEntries(view.key.map((k, i) => [k, key[i]])))
-  await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT 1 FROM ${inboxMoveLock(view)} AS l`.execute(trx)
+    await sql`SAVEPOINT matview_last_try`.execute(trx)
+    try {
+      const counts = await applyKeys(trx, view, [key])
+      return { setAside: false, counts }
+    } catch (failure) {
+      if (!isDataError(failure)) throw failure
+      await sql`ROLLBACK TO SAVEPOINT matview_last_try`.execute(trx)
+    }
     await sql`DELETE FROM ${tableRef(view.objects.log)} AS l WHERE ${keyIn(view.key, 'l', [key])}`.execute(
       trx,
     )
@@ -77,6 +130,7 @@ async function setAsideKey(
       ON CONFLICT (view, key) DO UPDATE SET error = excluded.error, set_aside_at = now()`.execute(
       trx,
     )
+    return { setAside: true }
   })
 }
 

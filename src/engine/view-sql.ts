@@ -51,6 +51,9 @@ export function definitionHash(db: Kysely<any>, view: DeclarativeView): string {
     indexes: view.indexes ?? [],
     // Only when split: views defined before partitions existed keep their hash.
     ...(viewPartitions(view) > 1 ? { partitions: viewPartitions(view) } : {}),
+    // Only when set: dropping it must ask for a rebuild, whose checks refuse a query that is
+    // not key-local without it (and views defined before it existed keep their hash).
+    ...(view.strategy === 'rebuild' ? { strategy: view.strategy } : {}),
   })
   return createHash('sha256').update(canonical).digest('hex').slice(0, 16)
 }

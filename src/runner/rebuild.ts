@@ -6,6 +6,7 @@ import {
   REBUILD_SWAP_ATTEMPTS,
   rebuildView,
 } from '../engine/rebuild/rebuild-view.js'
+import { planRun } from '../engine/run-plan.js'
 import { definitionHash } from '../engine/view-sql.js'
 import { UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
@@ -104,12 +105,15 @@ async function chooseViews(
     for (const view of config.views) {
       const row = rows.get(view.name)
       if (view.kind !== 'declarative' || row?.kind !== 'declarative') continue
-      if (
-        row.definitionHash !== definitionHash(database.db, view) ||
-        row.state === 'needs_rebuild' ||
-        row.state === 'rebuilding'
+      const plan = planRun(
+        {
+          view: view.name,
+          state: row.state,
+          sameDefinition: row.definitionHash === definitionHash(database.db, view),
+        },
+        { rebuildOnly: view.strategy === 'rebuild' },
       )
-        wanted.add(view.name)
+      if (plan.rebuildOwed) wanted.add(view.name)
     }
   }
   // Dependency order: a view is rebuilt after the views it reads.

@@ -3,6 +3,7 @@ import { readViewRows, type ViewState } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import { PRINTED_STATE_REASON } from '../engine/create-view.js'
+import { planRun } from '../engine/run-plan.js'
 import { checkSources } from '../engine/schema-check.js'
 import { countSetAside } from '../engine/set-aside.js'
 import { definitionHash } from '../engine/view-sql.js'
@@ -67,7 +68,14 @@ export async function readStatus(
       view.kind === 'declarative' &&
       row?.kind === 'declarative' &&
       row.state === 'ready' &&
-      row.definitionHash !== definitionHash(database.db, view)
+      planRun(
+        {
+          view: view.name,
+          state: row.state,
+          sameDefinition: row.definitionHash === definitionHash(database.db, view),
+        },
+        { rebuildOnly: view.strategy === 'rebuild' },
+      ).refusal?.code === 'DEFINITION_CHANGED'
     // What the next run's schema check would mark (without event triggers, nothing marked
     // it yet): a source replaced or altered, a partition attached.
     const broken =

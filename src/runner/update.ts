@@ -2,7 +2,7 @@ import type { RunCounts, RunOutcome } from '../catalog/runs.js'
 import { registerView } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
-import type { Strategy } from '../engine/choose-strategy.js'
+import { type Strategy, viewStrategy } from '../engine/choose-strategy.js'
 import { retireCapture } from '../engine/retire-capture.js'
 import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { ViewDefinition } from '../views/view-definition.js'
@@ -242,7 +242,7 @@ async function runView(
         counts: run.counts,
         notes: run.notes,
         createOnly: options.createOnly ?? false,
-        strategy: options.strategy ?? config.strategy,
+        strategy: viewStrategy(view, options.strategy ?? config.strategy),
         rebuildShare: config.rebuildShare,
         configViews: config.views,
         ...(options.onBatch ? { onBatch: (ms: number) => options.onBatch!(view.name, ms) } : {}),

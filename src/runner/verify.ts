@@ -1,6 +1,12 @@
 import type { Kysely } from 'kysely'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
+import {
+  REBUILD_LOCK_TIMEOUT_MS,
+  REBUILD_SWAP_ATTEMPTS,
+  rebuildView,
+} from '../engine/rebuild/rebuild-view.js'
+import { planRun } from '../engine/run-plan.js'
 import { type Comparison, compareView } from '../engine/verify-view.js'
 import { loadViewRuntime, type ViewRuntime } from '../engine/view-runtime.js'
 import { definitionHash } from '../engine/view-sql.js'
@@ -8,6 +14,7 @@ import { errorMessage, UsageError } from '../errors/matview-error.js'
 import type { DeclarativeView } from '../views/declarative.js'
 import { Budget } from './budget.js'
 import type { StopReason } from './kind-runner.js'
+import { silentLogger } from './logger.js'
 import { selectViews } from './update.js'
 
 export interface VerifyOptions {
@@ -121,6 +128,8 @@ async function verifyOne(
       const why = runtime ? notReady(db, view, runtime) : 'not created yet'
       return why || !runtime ? { why } : { runtime }
     }
+    // A view kept by rebuilds is repaired by one: its keys cannot be recomputed one by one.
+    const byRebuild = options.repair === true && view.strategy === 'rebuild'
     const compare = async (db: Kysely<any>) => {
       // Read on the connection that compares (under the view's lock, for a repair): a swap
       // that came before the lock changed the view's id, log and columns.
@@ -128,7 +137,7 @@ async function verifyOne(
       if (!runtime) return result('not verified', { reason: why })
       const found = await compareView(db, runtime, {
         sample: options.sample ?? DEFAULT_SAMPLE,
-        repair: options.repair === true,
+        repair: options.repair === true && !byRebuild,
         batchSize: options.batchSize ?? config.batchSize,
         ...(options.rangeKeys !== undefined ? { rangeKeys: options.rangeKeys } : {}),
         shouldStop: () => budget.stopReason(),
@@ -139,6 +148,24 @@ async function verifyOne(
       const drifted = counts.missing.count + counts.extra.count + counts.different.count
       if (stop) return result(stopOutcome(stop), { reason: stop, ...counts })
       if (drifted === 0) return result('equal', counts)
+      if (byRebuild) {
+        const rebuilt = await rebuildView(view, {
+          conn: db,
+          catalog: config.schema,
+          configViews: config.views,
+          batchSize: options.batchSize ?? config.batchSize,
+          lockTimeoutMs: REBUILD_LOCK_TIMEOUT_MS,
+          swapAttempts: REBUILD_SWAP_ATTEMPTS,
+          logger: silentLogger,
+          counts: { inserted: 0, updated: 0, deleted: 0, batches: 0 },
+          notes: [],
+          progress: () => {},
+          shouldStop: () => budget.stopReason(),
+        })
+        if (rebuilt.stop)
+          return result(stopOutcome(rebuilt.stop), { reason: rebuilt.stop, ...counts })
+        return result('repaired', { ...counts, repaired: drifted })
+      }
       return result(counts.repaired === drifted ? 'repaired' : 'drift', counts)
     }
     // Comparing only reads, each range in one snapshot: no lock. Repairing writes the view,
@@ -171,6 +198,15 @@ async function verifyOne(
 
 /** Why a created view cannot be compared with its query now, or undefined when it can. */
 function notReady(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime) {
+  const plan = planRun(
+    {
+      view: view.name,
+      state: runtime.state,
+      sameDefinition: runtime.definitionHash === definitionHash(db, view),
+    },
+    { rebuildOnly: view.strategy === 'rebuild' },
+  )
+  if (plan.comparable) return undefined
   switch (runtime.state) {
     case 'building':
       return 'building: its backfill has not finished; run "matview update"'
@@ -179,9 +215,7 @@ function notReady(db: Kysely<any>, view: DeclarativeView, runtime: ViewRuntime) 
     case 'needs_rebuild':
       return `needs rebuild${runtime.stateReason ? ` (${runtime.stateReason})` : ''}: run "matview rebuild ${view.name}"`
   }
-  if (runtime.definitionHash !== definitionHash(db, view))
-    return `its definition changed since it was created: run "matview rebuild ${view.name}"`
-  return undefined
+  return `its definition changed since it was created: run "matview rebuild ${view.name}"`
 }
 
 function stopOutcome(stop: StopReason): VerifyOutcome {

@@ -1,11 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Kysely, sql } from 'kysely'
 import { closeStaleRuns } from '../catalog/runs.js'
+import type { ViewState } from '../catalog/view-rows.js'
 import type { ResolvedConfig } from '../config/resolve-config.js'
 import type { Database } from '../dialects/connect.js'
 import type { LockKey } from '../dialects/dialect-adapter.js'
 import { claimKeys } from '../engine/apply-batch.js'
-import { burstInInbox, chooseRebuild } from '../engine/choose-strategy.js'
+import { burstInInbox, chooseRebuild, viewStrategy } from '../engine/choose-strategy.js'
+import { planRun } from '../engine/run-plan.js'
 import { loadViewRuntime } from '../engine/view-runtime.js'
 import { definitionHash } from '../engine/view-sql.js'
 import type { DeclarativeView } from '../views/declarative.js'
@@ -45,7 +47,7 @@ export async function acquireViewLock(
 ): Promise<LockMode | undefined> {
   const { adapter } = database
   const key = { schema: config.schema, name: view.name }
-  const strategy = options.strategy ?? config.strategy
+  const strategy = viewStrategy(view, options.strategy ?? config.strategy)
   if (
     view.kind !== 'declarative' ||
     options.createOnly ||
@@ -104,22 +106,22 @@ async function exclusive(
   return false
 }
 
-/** The view is created, ready, split into partitions, and its definition is the one it has. */
+/** The view's run will apply keys (see run-plan.ts) and its log is split into partitions. */
 async function partitionedAndReady(
   db: Kysely<any>,
   catalog: string,
   view: DeclarativeView,
 ): Promise<boolean> {
-  const { rows } = await sql<{ partitions: number; state: string; hash: string | null }>`
+  const { rows } = await sql<{ partitions: number; state: ViewState; hash: string | null }>`
     SELECT partitions, state, definition_hash AS hash FROM ${sql.id(catalog, 'views')}
     WHERE name = ${view.name} AND kind = 'declarative'`.execute(db)
   const row = rows[0]
-  return (
-    row !== undefined &&
-    Number(row.partitions) > 1 &&
-    row.state === 'ready' &&
-    row.hash === definitionHash(db, view)
+  if (row === undefined || Number(row.partitions) <= 1) return false
+  const plan = planRun(
+    { view: view.name, state: row.state, sameDefinition: row.hash === definitionHash(db, view) },
+    { rebuildOnly: view.strategy === 'rebuild' },
   )
+  return plan.action === 'apply'
 }
 
 /**

@@ -25,6 +25,13 @@ export interface DeclarativeViewInput extends ViewTiming {
    * in parallel. @defaultValue 1
    */
   partitions?: number
+  /**
+   * `'rebuild'`: keep the view by rebuilds only (a shadow table filled from the query and swapped
+   * in) whenever something is pending, never by recomputing keys. For queries whose rows for one
+   * key depend on other keys' rows (top N with `LIMIT`, `rank() OVER (ORDER BY …)`), which are
+   * refused without it. It overrides the config's and the command line's strategy.
+   */
+  strategy?: 'rebuild'
 }
 
 /** A declarative view: matview captures changes on its sources and keeps the target equal to the query. */

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { defineHandwrittenView, MaterializedView, resolveConfig } from '../../src/index.js'
+import {
+  defineHandwrittenView,
+  defineView,
+  MaterializedView,
+  resolveConfig,
+  sql,
+} from '../../src/index.js'
 import { customerTotals } from '../support/views.js'
 
 const view = defineHandwrittenView({ name: 'v', needsInsert: () => 0, doInsert: () => 0 })
@@ -90,6 +96,29 @@ describe('config', () => {
     expect(() => resolveConfig({ views: [view, view] }, { env: {} })).toThrow(
       /two views are named "v"/,
     )
+  })
+
+  it("reads a view's own strategy 'rebuild' and refuses any other, naming the field", () => {
+    const base = {
+      name: 'v',
+      key: ['id'],
+      query: sql`SELECT 1 AS id`,
+      sources: { t: { id: 'id' } },
+    }
+    const config = resolveConfig(
+      { views: [defineView({ ...base, strategy: 'rebuild' })] },
+      { env: {} },
+    )
+    expect(config.views[0]).toMatchObject({ strategy: 'rebuild' })
+    for (const value of ['incremental', 'fast', 1])
+      expect(() =>
+        resolveConfig(
+          { views: [defineView({ ...base, strategy: value as 'rebuild' })] },
+          { env: {} },
+        ),
+      ).toThrow(
+        /^config: views\.0\.strategy: must be 'rebuild' \(keep the view by rebuilds only\) or left out \(the config's strategy\)$/,
+      )
   })
 
   it('reads strategy and rebuildShare, auto and 0.15 by default, and refuses bad ones naming them', () => {

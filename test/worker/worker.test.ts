@@ -120,6 +120,24 @@ describe.each(DIALECTS)('worker on %s', (dialect) => {
     expect(summary.failures).toBe(0)
   })
 
+  it('finishes a rebuild a stopped run left half-way, and applies the writes made meanwhile, without a new notification', async () => {
+    const { mv, db } = await open(dialect, [customerTotals])
+    await mv.update()
+    // The rebuild stops after its first batch (the fill): the view is left `rebuilding`.
+    const partial = await mv.rebuild(['customer_totals'], { maxBatches: 1 })
+    expect(partial.views[0]).toMatchObject({ outcome: 'partial' })
+    expect((await mv.status())[0]).toMatchObject({ state: 'rebuilding' })
+    // Written while no worker listens: its notification is gone for good.
+    await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id = 5`.execute(db)
+    const worker = start(mv, { pollMs: 300 })
+    await until(
+      async () => (await mv.status())[0]!.state === 'ready' && (await isFresh(db)),
+      10_000,
+    )
+    expect(worker.results[0]!.notes).toContain('finishing the rebuild an earlier run started')
+    expect((await worker.stop()).failures).toBe(0)
+  })
+
   it('applies a write by polling when it cannot LISTEN', async () => {
     const { mv, db } = await open(dialect, [customerTotals], 'listen')
     const worker = start(mv, { pollMs: 300 })

@@ -17,10 +17,16 @@ export async function catchUp(
   shadow: ViewRuntime,
   options: {
     batchSize: number
+    /**
+     * False for a view kept by rebuilds: its keys cannot be recomputed one by one, so what the
+     * new log holds stays there, and the view's next run rebuilds it again.
+     */
+    byKey: boolean
     shouldStop?: () => StopReason | undefined
     onBatch?: (counts: BatchCounts) => void
   },
 ): Promise<StopReason | undefined> {
+  if (!options.byKey) return undefined
   let after: string[] | undefined
   while (true) {
     const stop = options.shouldStop?.()

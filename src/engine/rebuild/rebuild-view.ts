@@ -114,11 +114,12 @@ export async function rebuildView(
   }
   const stop = await catchUp(conn, shadow, {
     batchSize: ctx.batchSize,
+    byKey: keyLocal(view),
     shouldStop: ctx.shouldStop,
     onBatch,
   })
   if (stop) return { stop }
-  ctx.notes.push(...(await swap(shadow, ctx, onBatch)), 'rebuilt')
+  ctx.notes.push(...(await swap(shadow, keyLocal(view), ctx, onBatch)), 'rebuilt')
   await retire(ctx)
   const { rows } = await sql<{ n: string }>`
     SELECT count(*) AS n FROM ${tableRef(row.target)}`.execute(conn)
@@ -195,8 +196,14 @@ async function fill(
 /** lock_not_available, deadlock_detected: someone held a lock the swap needs; try again. */
 const LOCK_CODES = new Set(['55P03', '40P01'])
 
+/** Keys of the view may be recomputed one by one: not for a view kept by rebuilds. */
+function keyLocal(view: DeclarativeView): boolean {
+  return view.strategy !== 'rebuild'
+}
+
 async function swap(
   shadow: ViewRuntime,
+  byKey: boolean,
   ctx: RebuildContext,
   onBatch: (counts: BatchCounts) => void,
 ): Promise<string[]> {
@@ -205,6 +212,7 @@ async function swap(
     configViews: ctx.configViews,
     batchSize: ctx.batchSize,
     lockTimeoutMs: ctx.lockTimeoutMs,
+    byKey,
     onBatch,
   }
   for (let attempt = 1; ; attempt++) {
@@ -225,7 +233,7 @@ async function swap(
       ctx.logger.info(`view "${shadow.name}": the swap waited too long for a lock; trying again`)
       // Readers queued behind the failed attempt go first; the log is caught up meanwhile.
       await sleep(250 * attempt)
-      await catchUp(ctx.conn, shadow, { batchSize: ctx.batchSize, onBatch })
+      await catchUp(ctx.conn, shadow, { batchSize: ctx.batchSize, byKey, onBatch })
     }
   }
 }

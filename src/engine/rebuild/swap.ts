@@ -17,6 +17,8 @@ export interface SwapOptions {
   batchSize: number
   /** How long any lock wait of the swap may take before it gives up (and is tried again). */
   lockTimeoutMs: number
+  /** Whether what the new log holds is applied by key before the swap (see catchUp). */
+  byKey: boolean
   onBatch: (counts: BatchCounts) => void
 }
 
@@ -62,6 +64,7 @@ export async function swapIn(
     await refuseBlockedSwap(trx, catalog, name, live, oldOid)
     await catchUp(trx, shadow, {
       batchSize: options.batchSize,
+      byKey: options.byKey,
       onBatch: (counts) => applied.push(counts),
     })
     const dressing = await readDressing(trx, oldOid)
