@@ -8,10 +8,12 @@ import { type Kysely, sql } from 'kysely'
  *
  * - the same type (or a domain over it: read as its base type, no check runs), or
  * - two built-in types and a built-in implicit or assignment cast that is binary-coercible or an
- *   immutable built-in function (int4 to int8, float4 to float8, varchar to text).
+ *   immutable built-in function (int4 to int8, float4 to float8, varchar to text), or
+ * - the I/O conversion to text or varchar of an integer, numeric, uuid or boolean, whose text
+ *   form no session setting changes.
  *
  * Refused: a stable cast (timestamptz to date depends on TimeZone, to text on DateStyle), an
- * I/O conversion (float8 to text depends on extra_float_digits), and anything involving a type
+ * other I/O conversion (float8 to text depends on extra_float_digits), and anything involving a type
  * of the application or an extension: whoever owns a type may create casts from it, and a
  * domain's checks may call its functions, which would run with matview's rights.
  */
@@ -48,6 +50,11 @@ export async function unsafeKeyConversion(
            source.type = key.type OR source.base = key.type OR (
              source.base < 16384 AND key.type < 16384 AND EXISTS (
                SELECT 1 FROM cast_ WHERE method = 'b' OR (method = 'f' AND volatility = 'i' AND fn < 16384))
+           ) OR (
+             -- The I/O conversion to text of a type whose text form no setting changes.
+             NOT EXISTS (SELECT 1 FROM cast_)
+             AND source.base = ANY (ARRAY['int2', 'int4', 'int8', 'numeric', 'uuid', 'bool']::pg_catalog.regtype[]::pg_catalog.oid[])
+             AND key.type = ANY (ARRAY['text', 'varchar']::pg_catalog.regtype[]::pg_catalog.oid[])
            ) AS safe,
            EXISTS (SELECT 1 FROM cast_ WHERE method = 'f' AND volatility <> 'i') AS stable,
            -- Any assignment at all: a cast, or the I/O conversion to a string type.

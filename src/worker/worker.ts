@@ -332,12 +332,12 @@ export async function runWorker(
       summary.graceExceeded = !finished
     }
     clearInterval(beat)
-    await listener?.close().catch(() => {})
-    // Bounded: past the grace period a batch may still hold PGlite's only connection.
-    await Promise.race([
-      deregisterWorker(db, schema, workerId).catch(() => {}),
-      sleep(2000, undefined, { ref: false }),
-    ])
+    // Bounded: past the grace period a batch may still hold PGlite's only connection (its
+    // transaction holds the instance's lock), which UNLISTEN and the catalog write wait for.
+    const bounded = (work: Promise<unknown>) =>
+      Promise.race([work.catch(() => {}), sleep(2000, undefined, { ref: false })])
+    await bounded(listener?.close() ?? Promise.resolve())
+    await bounded(deregisterWorker(db, schema, workerId))
   }
   return summary
 }

@@ -92,6 +92,10 @@ async function openApp(dialect: DialectName): Promise<App> {
   await createDemoSchema(database.db, { customers: 200, orders: 2000 })
   await sql`CREATE TABLE notes (id int PRIMARY KEY, tx int)`.execute(database.db)
   const pool = new pg.Pool({ connectionString: database.url, max: 4 })
+  // The test database is dropped (its sessions terminated) after the pool ended: a client the
+  // terminate reaches on its way out must not become an uncaught error.
+  pool.on('error', () => {})
+  pool.on('connect', (client) => client.on('error', () => {}))
   return {
     spec: database.url,
     query: async (text, params) => {

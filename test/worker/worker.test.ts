@@ -130,9 +130,13 @@ describe.each(DIALECTS)('worker on %s', (dialect) => {
     // Written while no worker listens: its notification is gone for good.
     await sql`UPDATE orders SET amount_cents = amount_cents + 1 WHERE customer_id = 5`.execute(db)
     const worker = start(mv, { pollMs: 300 })
+    // The run's result is recorded when it ends, after the swap made the view ready.
     await until(
-      async () => (await mv.status())[0]!.state === 'ready' && (await isFresh(db)),
-      10_000,
+      async () =>
+        worker.results.length > 0 &&
+        (await mv.status())[0]!.state === 'ready' &&
+        (await isFresh(db)),
+      WAIT,
     )
     expect(worker.results[0]!.notes).toContain('finishing the rebuild an earlier run started')
     expect((await worker.stop()).failures).toBe(0)

@@ -123,7 +123,13 @@ Examples:
               },
             )
             logger.info(`worker stopped: ${summary.runs} runs, ${summary.failures} failed`)
-            return summary.graceExceeded ? (shutdown.exitCode() ?? EXIT.sigterm) : EXIT.ok
+            if (summary.graceExceeded) {
+              // A batch outlasted --grace and still holds its transaction (on PGlite, the
+              // instance's lock, which closing would wait for): end here, as a second signal
+              // does; the batch rolls back with the process and its keys stay pending.
+              process.exit(shutdown.exitCode() ?? EXIT.sigterm)
+            }
+            return EXIT.ok
           } finally {
             server?.close()
             server?.closeAllConnections()
