@@ -2,10 +2,10 @@ import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { createDemoSchema } from '../../src/demo/demo-schema.js'
-import { connect, type Database } from '../../src/dialects/connect.js'
 import { dropView } from '../../src/engine/drop-view.js'
 import { defineView, Matview } from '../../src/index.js'
 import { DIALECTS } from '../support/dialects.js'
+import { connectSwappingBeforeLock } from '../support/swap-before-lock.js'
 import { useTestDatabase } from '../support/test-database.js'
 import { customerTotals } from '../support/views.js'
 
@@ -92,21 +92,11 @@ describe.skipIf(!DIALECTS.includes('postgres'))('matview drop after a swap on po
     const mv = await Matview.open({ database: database.url!, views: [customerTotals] })
     await mv.update()
     const config = resolveConfig({ views: [customerTotals] }, { env: {} })
-    const own = await connect(database.url!)
-    const swapFirst: Database = {
-      ...own,
-      adapter: {
-        ...own.adapter,
-        tryLock: async (conn, key) => {
-          expect((await mv.rebuild(['customer_totals'])).views[0]!.outcome).toBe('done')
-          return own.adapter.tryLock(conn, key)
-        },
-      },
-    }
+    const swapFirst = await connectSwappingBeforeLock(mv, database.url!, 'customer_totals')
     try {
       await dropView(swapFirst, config, 'customer_totals')
     } finally {
-      await own.close()
+      await swapFirst.close()
       await mv.close()
     }
     const { rows } = await sql<{ name: string }>`

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../src/config/resolve-config.js'
 import { createDemoSchema, customerTotalsQuery } from '../../src/demo/demo-schema.js'
-import { connect, type Database } from '../../src/dialects/connect.js'
 import { defineHandwrittenView, defineView, Matview, sql } from '../../src/index.js'
 import { runVerify } from '../../src/runner/verify.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS } from '../support/dialects.js'
+import { connectSwappingBeforeLock } from '../support/swap-before-lock.js'
 import { useTestDatabase } from '../support/test-database.js'
 import { customerTotals } from '../support/views.js'
 
@@ -206,27 +206,23 @@ describe.skipIf(!DIALECTS.includes('postgres'))(
       const mv = await Matview.open({ database: database.url!, views: [customerTotals] })
       await mv.update()
       const config = resolveConfig({ views: [customerTotals] }, { env: {} })
-      const own = await connect(database.url!)
-      const swapFirst: Database = {
-        ...own,
-        adapter: {
-          ...own.adapter,
-          tryLock: async (conn, key) => {
-            expect((await mv.rebuild(['customer_totals'])).views[0]!.outcome).toBe('done')
-            // Drift behind matview's back, in the table the swap put in.
-            await sql`UPDATE customer_totals SET total_cents = total_cents + 1 WHERE customer_id = 20`.execute(
-              own.db,
-            )
-            return own.adapter.tryLock(conn, key)
-          },
+      const swapFirst = await connectSwappingBeforeLock(
+        mv,
+        database.url!,
+        'customer_totals',
+        async (db) => {
+          // Drift behind matview's back, in the table the swap put in.
+          await sql`UPDATE customer_totals SET total_cents = total_cents + 1 WHERE customer_id = 20`.execute(
+            db,
+          )
         },
-      }
+      )
       try {
         const [result] = (await runVerify(swapFirst, config, ['customer_totals'], { repair: true }))
           .views
         expect([result!.outcome, result!.error]).toEqual(['repaired', undefined])
       } finally {
-        await own.close()
+        await swapFirst.close()
         await mv.close()
       }
       expect(
