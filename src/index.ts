@@ -1,5 +1,5 @@
 // The public API of matview: everything an application or a config file imports.
-export { type Kysely, sql } from 'kysely'
+export { type Kysely, type RawBuilder, sql } from 'kysely'
 export { CATALOG_VERSION } from './catalog/migrations.js'
 export type { RunCounts, RunOutcome, RunRecord } from './catalog/runs.js'
 export type { ViewState } from './catalog/view-rows.js'
