@@ -5,11 +5,16 @@ import { claimKeys } from '../../src/engine/apply-batch.js'
 import { KeyError } from '../../src/engine/key-error.js'
 import { isDataError, setAsideKey } from '../../src/engine/set-aside.js'
 import { loadViewRuntime, partitionRuntime } from '../../src/engine/view-runtime.js'
-import { defineView, type Kysely, Matview, sql } from '../../src/index.js'
+import { type Kysely, Matview, sql } from '../../src/index.js'
 import { queryDifferences } from '../../src/views/query-differences.js'
 import { DIALECTS } from '../support/dialects.js'
 import { useTestDatabase } from '../support/test-database.js'
-import { customerTotals, expectCustomerTotalsInSync } from '../support/views.js'
+import {
+  customerTotals,
+  expectCustomerTotalsInSync,
+  POISONED_QUERY,
+  poisonedView,
+} from '../support/views.js'
 
 // Failure isolation (the worker's, after repeated failures) sets a key aside only for an error
 // its own rows cause, and only when other keys of the batch were applied: audit finding 11.
@@ -144,15 +149,8 @@ describe.each(DIALECTS)('failure isolation on %s', (dialect) => {
 
   it('a key about to be set aside on a partitioned view, for which another runner has just moved a new write, is tried once more and applied, not set aside', async () => {
     // The query raises for an order of 7 cents (division by zero).
-    const query = sql`SELECT customer_id, sum(1000 / (amount_cents - 7)) AS x
-                      FROM orders GROUP BY customer_id`
-    const poisoned = defineView({
-      name: 'poisoned',
-      key: ['customer_id'],
-      query,
-      sources: { orders: { customer_id: 'customer_id' } },
-      partitions: 2,
-    })
+    const query = POISONED_QUERY
+    const poisoned = poisonedView(2)
     const mv = await Matview.open({ database, views: [poisoned], batchSize: 8 })
     try {
       await mv.update()

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { expect } from 'vitest'
 import { customerTotalsQuery } from '../../src/demo/demo-schema.js'
 import { defineView } from '../../src/index.js'
@@ -20,4 +20,21 @@ export async function expectCustomerTotalsInSync(db: Kysely<any>): Promise<void>
   expect(
     await queryDifferences(db, 'customer_totals', customerTotalsQuery, CUSTOMER_TOTALS_COLUMNS),
   ).toEqual({ extra: [], missing: [] })
+}
+
+/**
+ * A view whose query raises for an order of 7 cents (division by zero): every batch holding
+ * that order's customer fails, the others apply. For the set-aside tests.
+ */
+export const POISONED_QUERY = sql`SELECT customer_id, sum(1000 / (amount_cents - 7)) AS x
+                                  FROM orders GROUP BY customer_id`
+
+export function poisonedView(partitions?: number) {
+  return defineView({
+    name: 'poisoned',
+    key: ['customer_id'],
+    query: POISONED_QUERY,
+    sources: { orders: { customer_id: 'customer_id' } },
+    ...(partitions !== undefined ? { partitions } : {}),
+  })
 }

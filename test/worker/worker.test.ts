@@ -19,7 +19,7 @@ import {
   freshDatabase,
   type TestDatabase,
 } from '../support/dialects.js'
-import { customerTotals } from '../support/views.js'
+import { customerTotals, POISONED_QUERY, poisonedView } from '../support/views.js'
 
 // The worker in this process (`Matview.worker`), on both databases: PGlite delivers NOTIFY to
 // listen() callbacks in-process, so change-driven updates work there too. The tests that need
@@ -233,14 +233,8 @@ describe.each(DIALECTS)('worker on %s', (dialect) => {
   it('sets a poison key aside after repeated failures, so the rest proceeds; retry puts it back', async () => {
     // The query raises for one order's row (division by zero), so every batch with its
     // customer fails.
-    const query = sql`SELECT customer_id, sum(1000 / (amount_cents - 7)) AS x
-                      FROM orders GROUP BY customer_id`
-    const poisoned = defineView({
-      name: 'poisoned',
-      key: ['customer_id'],
-      query,
-      sources: { orders: { customer_id: 'customer_id' } },
-    })
+    const query = POISONED_QUERY
+    const poisoned = poisonedView()
     const { mv, db } = await open(dialect, [poisoned])
     const fresh = async () => {
       const diff = await queryDifferences(db, 'poisoned', query, ['customer_id', 'x'])
